@@ -867,9 +867,12 @@ class Stack:
             self._progress(f"[{time.monotonic() - self._clock:5.1f}s] {message}")
 
 
-def _order(name: str) -> tuple[int, int, str]:
+_KINDS: tuple[Kind, ...] = ("redis", "postgres", "kafka", "gateway", "functions", "lb")
+
+
+def _order(name: str) -> tuple[int, int]:
     kind, index = kind_of(name)
-    return _TIER[kind], index, name
+    return _KINDS.index(kind), index
 
 
 def _started(pid: int) -> int:
