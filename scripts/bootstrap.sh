@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need, and skips what is already there:
+# Debian packages (Redis, haproxy, PostgreSQL, Maven, Java), the Python virtualenv, the Kafka jars.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+began=$SECONDS
+say() { printf 'bootstrap: %s\n' "$*"; }
+die() {
+    printf 'bootstrap: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# ----- system packages -----
+have_postgres() {
+    local bin
+    for bin in /usr/lib/postgresql/*/bin/postgres; do
+        [ -x "$bin" ] && return 0
+    done
+    return 1
+}
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+have_postgres || missing+=(postgresql)
+command -v mvn >/dev/null || missing+=(maven)
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+[ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null ||
+        die "missing ${missing[*]} and this is no Debian/Ubuntu: install them with your package manager, then run this again"
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null; then
+        as_root=(sudo)
+    else
+        die "missing ${missing[*]}: as root, run 'apt-get install ${missing[*]}', then run this again"
+    fi
+    say "installing ${missing[*]} with apt-get"
+    timeout 600 "${as_root[@]}" apt-get update -qq ||
+        die "apt-get update failed: check the network and the apt sources, then run this again"
+    timeout 1800 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+        die "apt-get install ${missing[*]} failed (see above): fix it, then run this again"
+else
+    say "system packages present (redis-server, haproxy, postgresql, maven, java)"
+fi
+
+# ----- Python virtualenv -----
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    python3 -m venv .venv ||
+        die "python3 -m venv failed: install python3-venv (apt-get install python3-venv), then run this again"
+fi
+stamp=.venv/.requirements.sha256
+wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
+    say "installing Python packages from requirements-dev.txt"
+    timeout 1800 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt ||
+        die "pip install failed (see above): fix the requirements or the network, then run this again"
+    echo "$wanted" >"$stamp"
+else
+    say "Python packages up to date"
+fi
+
+# ----- Kafka broker jars -----
+pom=devstack/kafka/pom.xml
+version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
+[ -n "$version" ] || die "$pom has no <kafka.version>"
+lib=.devstack/kafka-lib-$version
+pom_sum=$(sha256sum "$pom" | cut -d' ' -f1)
+if [ "$(cat "$lib/.pom.sha256" 2>/dev/null || true)" != "$pom_sum" ]; then
+    say "resolving the Kafka $version jars with mvn (cached in ~/.m2)"
+    mkdir -p .devstack
+    # Resolve beside the target and swap it in whole, so an interrupted run never leaves half a classpath.
+    staging=$(mktemp -d .devstack/kafka-lib.XXXXXX)
+    if ! timeout 900 mvn -B -q -f "$pom" dependency:copy-dependencies \
+        -DoutputDirectory="$PWD/$staging" -DincludeScope=runtime >.devstack/mvn.log 2>&1; then
+        rm -rf "$staging"
+        tail -n 30 .devstack/mvn.log >&2
+        die "mvn could not resolve $pom: check access to Maven Central (and ~/.m2/settings.xml), then run this again"
+    fi
+    echo "$pom_sum" >"$staging/.pom.sha256"
+    chmod 755 "$staging"
+    rm -rf "$lib"
+    mv "$staging" "$lib"
+else
+    say "Kafka $version jars present"
+fi
+
+say "done in $((SECONDS - began))s"
