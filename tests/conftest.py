@@ -1,0 +1,62 @@
+"""Suite-wide fixtures: one private local stack per test session, stopped whatever happens."""
+
+from __future__ import annotations
+
+import atexit
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from devstack import Stack
+from devstack.stack import SERVICES
+from devstack.testing import make_stack, start_or_fail, stop_and_remove
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers that split the suite by what it needs."""
+    config.addinivalue_line("markers", "unit: needs no service")
+    config.addinivalue_line("markers", "integration: needs Redis, PostgreSQL and Kafka (stack)")
+    config.addinivalue_line("markers", "e2e: needs the whole system behind its entry point")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # pytest tears fixtures down on KeyboardInterrupt: a SIGTERM gets the same clean stop.
+    raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session")
+def _session_stack() -> Iterator[Stack]:
+    stack = make_stack("chat-stack-", gateways=2, function_hosts=1)
+    done = False
+
+    def finish() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            stop_and_remove(stack)
+
+    # A second net under the fixture teardown, for an interpreter that exits another way.
+    atexit.register(finish)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield stack
+    finally:
+        finish()
+        atexit.unregister(finish)
+
+
+@pytest.fixture(scope="session")
+def stack(_session_stack: Stack) -> Stack:
+    """Private Redis, PostgreSQL and Kafka, provisioned; shared by the whole session."""
+    start_or_fail(_session_stack, list(SERVICES))
+    return _session_stack
+
+
+@pytest.fixture(scope="session")
+def full_stack(stack: Stack) -> Stack:
+    """The same stack plus 2 gateways, 1 function host and the load balancer in front."""
+    start_or_fail(stack)
+    return stack
