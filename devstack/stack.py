@@ -656,8 +656,8 @@ class Stack:
         settings = {
             "listen_addresses": HOST,
             "unix_socket_directories": str(sockets),
+            # Function hosts, gateways and test clients each hold pools: more than the default 100.
             "max_connections": "200",
-            "shared_buffers": "128MB",
         }
         if not self.durable:
             settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
