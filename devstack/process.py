@@ -158,14 +158,16 @@ def terminate(
     first: int,
     grace: float,
     child: subprocess.Popen[bytes] | None = None,
-) -> None:
-    """Stop the group led by ``pid``: ``first`` to the leader, then SIGKILL to what is left."""
+) -> bool:
+    """Stop the group led by ``pid``: ``first``, then SIGKILL; True if ``first`` sufficed."""
+    clean = True
     if alive(pid, started):
         try:
             os.kill(pid, first)
         except ProcessLookupError:
             pass
         if not wait_gone(pid, started, grace, child):
+            clean = False
             signal_group(pid, signal.SIGKILL)
             wait_gone(pid, started, 5.0, child)
     # The leader is gone; whatever it left in its group (workers, backends) must not outlive it.
@@ -178,6 +180,7 @@ def terminate(
             child.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             pass
+    return clean
 
 
 def tail(path: Path, lines: int = 30) -> str:

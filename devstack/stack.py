@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import os
 import pwd
@@ -735,7 +736,36 @@ class Stack:
             code = run(argv, log=self.log_path(component.name), timeout=120)
             if code != 0:
                 raise self._failure(component, f"storage format failed with code {code}")
-        return [*jvm, "kafka.Kafka", str(properties)]
+        # A class-data archive halves the broker's start (about 5 s to 2.5 s on 2 cores). The first
+        # broker dumps one when it stops; later ones, of any state dir, map it.
+        archive = self._class_archive(java)
+        if archive.exists():
+            cds = f"-XX:SharedArchiveFile={archive}"
+        else:
+            (home / "classes.jsa").unlink(missing_ok=True)
+            cds = f"-XX:ArchiveClassesAtExit={home / 'classes.jsa'}"
+        return [*jvm, cds, "kafka.Kafka", str(properties)]
+
+    def _class_archive(self, java: str) -> Path:
+        """The broker's class-data archive for this Java and these jars, beside the jars."""
+        binary = Path(java).resolve()
+        key = hashlib.sha256(f"{binary}:{binary.stat().st_mtime_ns}".encode())
+        for jar in sorted(self.kafka_lib.glob("*.jar")):
+            key.update(f"{jar.name}:{jar.stat().st_size}".encode())
+        return self.kafka_lib.with_name(f"{self.kafka_lib.name}-{key.hexdigest()[:12]}.jsa")
+
+    def _keep_class_archive(self) -> None:
+        """After a clean broker stop, share the archive it dumped (the first one wins)."""
+        dumped = self.state_dir / "kafka" / "classes.jsa"
+        java = _find("java")
+        if java is None or not dumped.exists() or dumped.stat().st_size == 0:
+            return
+        archive = self._class_archive(java)
+        if not archive.exists():
+            staging = archive.with_name(f".{archive.name}.{os.getpid()}")
+            shutil.copyfile(dumped, staging)
+            staging.replace(archive)
+        dumped.unlink()
 
     @staticmethod
     def _kafka_cluster_id(home: Path) -> str:
@@ -805,7 +835,7 @@ class Stack:
             return
         first, grace = _STOP[kind_of(name)[0]]
         was_running = alive(record.pid, record.started)
-        terminate(
+        clean = terminate(
             record.pid,
             record.started,
             first=first,
@@ -813,6 +843,8 @@ class Stack:
             child=self._children.pop(name, None),
         )
         self._record_path(name).unlink(missing_ok=True)
+        if name == "kafka" and was_running and clean:
+            self._keep_class_archive()
         if was_running:
             self._say(f"{name}: stopped")
 

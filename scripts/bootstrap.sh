@@ -83,7 +83,8 @@ if [ "$(cat "$lib/.pom.sha256" 2>/dev/null || true)" != "$pom_sum" ]; then
     fi
     echo "$pom_sum" >"$staging/.pom.sha256"
     chmod 755 "$staging"
-    rm -rf "$lib"
+    # Class-data archives of the broker belong to the old jars.
+    rm -rf "$lib" "$lib"-*.jsa
     mv "$staging" "$lib"
 else
     say "Kafka $version jars present"
