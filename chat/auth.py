@@ -1,0 +1,90 @@
+"""Who is speaking: JWT (HS256 by default) or, in dev mode only, a bare user id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from chat.contract import ContractError, ErrorCode
+from chat.settings import Settings
+
+MAX_USER_ID_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated user and the token claims that came with it."""
+
+    user: str
+    name: str | None = None
+    claims: tuple[tuple[str, Any], ...] = ()
+
+    def claim(self, key: str, default: Any = None) -> Any:
+        """One claim of the user's token, or ``default``."""
+        return dict(self.claims).get(key, default)
+
+
+def _check_user(user: object) -> str:
+    if (
+        not isinstance(user, str)
+        or not 1 <= len(user) <= MAX_USER_ID_CHARS
+        or not user.isprintable()
+    ):
+        raise ContractError(
+            ErrorCode.UNAUTHORIZED, f"user id must be 1..{MAX_USER_ID_CHARS} printable characters"
+        )
+    return user
+
+
+def verify_token(token: object, settings: Settings) -> Identity:
+    """Verify a JWT and return its identity, or raise ``unauthorized``."""
+    if not isinstance(token, str) or not token:
+        raise ContractError(ErrorCode.UNAUTHORIZED, "missing token")
+    if not settings.jwt_secret:
+        raise ContractError(ErrorCode.UNAUTHORIZED, "tokens are not accepted: no secret configured")
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[settings.jwt_algorithm],
+            options={"require": ["sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise ContractError(ErrorCode.UNAUTHORIZED, "token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise ContractError(ErrorCode.UNAUTHORIZED, f"invalid token: {exc}") from None
+    name = claims.get("name")
+    return Identity(
+        user=_check_user(claims["sub"]),
+        name=name if isinstance(name, str) else None,
+        claims=tuple(sorted(claims.items())),
+    )
+
+
+def authenticate(auth: object, settings: Settings) -> Identity:
+    """Identity from a Socket.IO ``auth`` object: ``{"token": ...}`` or (dev) ``{"user": ...}``."""
+    if not isinstance(auth, dict):
+        raise ContractError(
+            ErrorCode.UNAUTHORIZED, "missing auth: connect with auth={token: <JWT>}"
+        )
+    if "token" in auth:
+        return verify_token(auth["token"], settings)
+    if settings.dev_auth and "user" in auth:
+        return Identity(user=_check_user(auth["user"]))
+    raise ContractError(ErrorCode.UNAUTHORIZED, "missing token")
+
+
+def authenticate_http(headers: Any, settings: Settings) -> Identity:
+    """Identity from HTTP headers: ``Authorization: Bearer`` or, in dev mode, ``X-User``."""
+    header = headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            raise ContractError(ErrorCode.UNAUTHORIZED, "use Authorization: Bearer <JWT>")
+        return verify_token(token.strip(), settings)
+    user = headers.get("x-user")
+    if settings.dev_auth and user:
+        return Identity(user=_check_user(user))
+    raise ContractError(ErrorCode.UNAUTHORIZED, "missing token: send Authorization: Bearer <JWT>")

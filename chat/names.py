@@ -1,0 +1,36 @@
+"""Names of streams, topics, keys and channels, shared by every process."""
+
+from __future__ import annotations
+
+# Gateways XADD accepted sends here; the message function consumes it.
+INBOUND_STREAM = "chat:inbound"
+INBOUND_DEAD_LETTER = "chat:inbound:dead"
+# The message function produces every sequenced message here, keyed by room.
+MESSAGES_TOPIC = "chat.messages"
+MESSAGES_DEAD_LETTER = "chat.messages.dead"
+
+
+def _room_tag(room: str) -> str:
+    # The hash tag keeps all of a room's keys in one Redis Cluster slot, so the
+    # sequencing script can touch them atomically.
+    return f"chat:room:{{{room}}}"
+
+
+def seq_key(room: str) -> str:
+    """Counter holding the room's last assigned seq."""
+    return f"{_room_tag(room)}:seq"
+
+
+def recent_log_key(room: str) -> str:
+    """Capped stream of the room's recent messages, entry id ``<seq>-0``."""
+    return f"{_room_tag(room)}:log"
+
+
+def dedup_key(room: str, message_id: str) -> str:
+    """Remembers that a message id already has a seq."""
+    return f"{_room_tag(room)}:dedup:{message_id}"
+
+
+def sio_room(room: str) -> str:
+    """Socket.IO room of a chat room; prefixed so it can never name a socket id."""
+    return f"r:{room}"

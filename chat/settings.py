@@ -1,0 +1,72 @@
+"""Settings, read once from the environment (prefix ``CHAT_``); explicit arguments win."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r} (use true or false)")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a process of this system is configured with."""
+
+    environment: str = "dev"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    postgres_dsn: str = "postgresql://chat@127.0.0.1:5432/chat"
+    dev_auth: bool = False
+    jwt_secret: str | None = None
+    jwt_algorithm: str = "HS256"
+    history_url: str = ""
+    node_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    # Socket.IO pub/sub channel shared by gateways and the message function.
+    fanout_channel: str = "chat:fanout"
+    # How long a (sender, room, client_msg_id) stays deduplicated.
+    dedup_ttl_s: int = 24 * 3600
+    # How many recent messages each room keeps in Redis for reconnect recovery.
+    recent_log_len: int = 1000
+    max_payload_bytes: int = 16 * 1024
+    kafka_messages_partitions: int = 12
+
+    def __post_init__(self) -> None:
+        if self.environment not in {"dev", "test", "prod"}:
+            raise ValueError(f"environment must be dev, test or prod, not {self.environment!r}")
+        if self.environment == "prod" and self.dev_auth:
+            raise ValueError("dev_auth must be off in prod: set CHAT_DEV_AUTH=false")
+        if self.dedup_ttl_s <= 0 or self.recent_log_len <= 0:
+            raise ValueError("dedup_ttl_s and recent_log_len must be positive")
+
+    def require_auth(self) -> None:
+        """Fail fast where clients must authenticate but no way to do so is configured."""
+        if not self.dev_auth and not self.jwt_secret:
+            raise ValueError("set CHAT_JWT_SECRET (or CHAT_DEV_AUTH=true outside prod)")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Build from ``CHAT_*`` variables over the defaults; keyword arguments override both."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"CHAT_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind: type = str if f.default is MISSING else type(f.default)
+            if f.name == "jwt_secret":
+                values[f.name] = raw or None
+            elif kind is bool:
+                values[f.name] = _bool(raw)
+            elif kind is int:
+                values[f.name] = int(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
