@@ -1,0 +1,1 @@
+"""Short-lived functions (message, persist, history), their registry and their runtimes."""

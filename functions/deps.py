@@ -1,0 +1,111 @@
+"""The composition root of a function process: settings and clients, created once, lazily."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+from confluent_kafka import KafkaError, Message, Producer
+from psycopg_pool import AsyncConnectionPool
+
+from chat.clients import kafka_producer, postgres_pool, redis_client
+from chat.settings import Settings
+
+# key, value, headers (or None)
+OutRecord = tuple[str | bytes | None, bytes, dict[str, str | bytes | None] | None]
+
+
+class DeliveryError(RuntimeError):
+    """Kafka did not confirm some records; the batch must be retried."""
+
+
+class Deps:
+    """What handlers may use: one Redis client, Kafka producer and PostgreSQL pool per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._redis: aioredis.Redis | None = None
+        self._producer: Producer | None = None
+        self._pool: AsyncConnectionPool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The process's Redis client."""
+        if self._redis is None:
+            self._redis = redis_client(self.settings)
+        return self._redis
+
+    @property
+    def producer(self) -> Producer:
+        """The process's Kafka producer."""
+        if self._producer is None:
+            self._producer = kafka_producer(self.settings)
+        return self._producer
+
+    async def pool(self) -> AsyncConnectionPool:
+        """The process's PostgreSQL pool, opened on first use."""
+        async with self._pool_lock:
+            if self._pool is None:
+                pool = postgres_pool(self.settings)
+                await pool.open(wait=True, timeout=15)
+                self._pool = pool
+        return self._pool
+
+    async def produce(
+        self, topic: str, records: Iterable[OutRecord], timeout_s: float = 30
+    ) -> None:
+        """Produce ``(key, value, headers)`` records and wait until Kafka acknowledges all."""
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err)
+
+        producer = self.producer
+        count = 0
+        for key, value, headers in records:
+            while True:
+                try:
+                    producer.produce(
+                        topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                    )
+                    break
+                except BufferError:
+                    # The local queue is full: let deliveries drain, then try again.
+                    await asyncio.to_thread(producer.poll, 0.05)
+            count += 1
+        if not count:
+            return
+        left = await asyncio.to_thread(producer.flush, timeout_s)
+        if left or errors:
+            raise DeliveryError(
+                f"{left} of {count} records unconfirmed, errors: {[str(e) for e in errors[:3]]}"
+            )
+
+    async def aclose(self) -> None:
+        """Close every client that was opened."""
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.flush, 10)
+
+
+_current: Deps | None = None
+
+
+def current() -> Deps:
+    """The process-wide Deps, built from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Deps(Settings.from_env())
+    return _current
+
+
+def install(deps: Deps) -> None:
+    """Make ``deps`` the process-wide Deps (an explicit setting beats the environment)."""
+    global _current
+    _current = deps

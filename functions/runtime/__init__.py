@@ -1,0 +1,1 @@
+"""The local function runtime: runs the registry's functions on their triggers."""

@@ -1,0 +1,28 @@
+"""Prometheus metrics of a function host, labelled by function name."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INVOCATIONS = Counter(
+    "chat_function_invocations_total", "Handler invocations by outcome", ["function", "outcome"]
+)
+DURATION = Histogram(
+    "chat_function_duration_seconds",
+    "Handler invocation duration",
+    ["function"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "chat_function_batch_size",
+    "Records per invocation",
+    ["function"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)
+RECORDS = Counter("chat_function_records_total", "Records by outcome", ["function", "outcome"])
+DEAD_LETTERED = Counter("chat_function_dead_letters_total", "Records dead-lettered", ["function"])
+BACKLOG = Gauge(
+    "chat_function_backlog",
+    "Stream entries pending for the group or Kafka consumer lag",
+    ["function"],
+)

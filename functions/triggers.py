@@ -1,0 +1,111 @@
+"""The closed set of trigger kinds a function can declare, validated when built."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import assert_never
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_ROUTE_RE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) (/[A-Za-z0-9_./{}-]*)$")
+
+
+def _positive(owner: str, **values: float) -> None:
+    for field, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{owner}.{field} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStream:
+    """Invoke with batches read by a consumer group; ack after success, reclaim after a timeout."""
+
+    stream: str
+    group: str
+    batch_size: int = 100
+    max_wait_ms: int = 20
+    visibility_timeout_s: float = 30.0
+    max_attempts: int = 5
+    dead_letter: str | None = None
+    # Acked entries are deleted so the stream holds only work still to do.
+    delete_on_ack: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.stream or not self.group:
+            raise ValueError("RedisStream.stream and RedisStream.group must not be empty")
+        _positive(
+            "RedisStream",
+            batch_size=self.batch_size,
+            max_wait_ms=self.max_wait_ms,
+            visibility_timeout_s=self.visibility_timeout_s,
+            max_attempts=self.max_attempts,
+        )
+        if self.dead_letter == self.stream:
+            raise ValueError("RedisStream.dead_letter must differ from the stream it guards")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaTopic:
+    """Invoke with batches from a consumer group; commit offsets only after success."""
+
+    topic: str
+    group: str
+    batch_size: int = 500
+    max_wait_ms: int = 100
+    max_attempts: int = 5
+    dead_letter: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.topic or not self.group:
+            raise ValueError("KafkaTopic.topic and KafkaTopic.group must not be empty")
+        _positive(
+            "KafkaTopic",
+            batch_size=self.batch_size,
+            max_wait_ms=self.max_wait_ms,
+            max_attempts=self.max_attempts,
+        )
+        if self.dead_letter == self.topic:
+            raise ValueError("KafkaTopic.dead_letter must differ from the topic it guards")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRoute:
+    """Serve HTTP routes (``"GET /rooms/{room}/messages"``) with the handler's ASGI app."""
+
+    routes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.routes:
+            raise ValueError("HttpRoute.routes must name at least one route")
+        for route in self.routes:
+            if not _ROUTE_RE.match(route):
+                raise ValueError(
+                    f"HttpRoute: {route!r} is not 'METHOD /path' (e.g. 'GET /rooms/{{room}}')"
+                )
+
+    def parsed(self) -> list[tuple[str, str]]:
+        """The routes as (method, path) pairs."""
+        return [(m, p) for m, _, p in (r.partition(" ") for r in self.routes)]
+
+
+Trigger = RedisStream | KafkaTopic | HttpRoute
+
+
+def describe(trigger: Trigger) -> str:
+    """A one-line human description of a trigger."""
+    match trigger:
+        case RedisStream():
+            return f"redis-stream {trigger.stream} (group {trigger.group})"
+        case KafkaTopic():
+            return f"kafka-topic {trigger.topic} (group {trigger.group})"
+        case HttpRoute():
+            return "http " + ", ".join(trigger.routes)
+        case _:
+            assert_never(trigger)
+
+
+def check_name(name: str) -> str:
+    """Validate a function name (it becomes Lambda, log group and metric names)."""
+    if not _NAME_RE.match(name):
+        raise ValueError(f"function name {name!r} must match {_NAME_RE.pattern}")
+    return name
