@@ -25,6 +25,9 @@ offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
+# Idempotent producers get their id from the transaction coordinator: a small state topic
+# makes the first produce after a cold start take milliseconds, not seconds.
+transaction.state.log.num.partitions=4
 share.coordinator.state.topic.min.isr=1
 # Fewer offset partitions than the default 50: the first consumer group joins faster on 2 cores.
 offsets.topic.num.partitions=8
