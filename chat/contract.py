@@ -129,6 +129,17 @@ def parse(kind: type[T], payload: Any) -> T:
         raise ContractError(ErrorCode.INVALID_PAYLOAD, detail) from None
 
 
+def inbound_fields(request: SendRequest, sender: str, ts: str) -> dict[str, str]:
+    """The inbound stream entry a gateway adds for an accepted send."""
+    return {
+        "room": request.room,
+        "text": request.text,
+        "client_msg_id": request.client_msg_id,
+        "sender": sender,
+        "ts": ts,
+    }
+
+
 def utc_now_iso() -> str:
     """The current time as ISO-8601 UTC with milliseconds and a Z suffix."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -36,6 +36,9 @@ class Settings:
     # How many recent messages each room keeps in Redis for reconnect recovery.
     recent_log_len: int = 1000
     max_payload_bytes: int = 16 * 1024
+    max_rooms_per_socket: int = 100
+    # Browser origins allowed to open sockets ("*" in dev; a comma-separated list in prod).
+    cors_origins: str = "*"
     kafka_messages_partitions: int = 12
 
     def __post_init__(self) -> None:

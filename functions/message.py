@@ -53,17 +53,6 @@ class Inbound:
         return message_id(self.sender, self.request.room, self.request.client_msg_id)
 
 
-def inbound_fields(request: SendRequest, sender: str, ts: str) -> dict[str, str]:
-    """The stream entry a gateway adds for an accepted send."""
-    return {
-        "room": request.room,
-        "text": request.text,
-        "client_msg_id": request.client_msg_id,
-        "sender": sender,
-        "ts": ts,
-    }
-
-
 def decode(record: StreamRecord) -> Inbound:
     """Validate a stream entry again: the stream is a trust boundary like any other."""
     fields = record.fields
