@@ -16,7 +16,7 @@ class Function:
 
     Batch handlers (stream and topic triggers) are ``async def handle(batch, deps)`` over
     typed records (``functions.batch``) returning ``BatchResult | None``; HTTP handlers are
-    ASGI apps.
+    ASGI apps; scheduled handlers are ``async def run(deps) -> None``.
     """
 
     name: str

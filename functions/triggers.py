@@ -88,7 +88,17 @@ class HttpRoute:
         return [(m, p) for m, _, p in (r.partition(" ") for r in self.routes)]
 
 
-Trigger = RedisStream | KafkaTopic | HttpRoute
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Invoke every ``every_s`` seconds (one host at a time runs it: a Redis lock per tick)."""
+
+    every_s: int
+
+    def __post_init__(self) -> None:
+        _positive("Schedule", every_s=self.every_s)
+
+
+Trigger = RedisStream | KafkaTopic | HttpRoute | Schedule
 
 
 def describe(trigger: Trigger) -> str:
@@ -100,6 +110,8 @@ def describe(trigger: Trigger) -> str:
             return f"kafka-topic {trigger.topic} (group {trigger.group})"
         case HttpRoute():
             return "http " + ", ".join(trigger.routes)
+        case Schedule():
+            return f"schedule every {trigger.every_s} s"
         case _:
             assert_never(trigger)
 

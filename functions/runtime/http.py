@@ -1,0 +1,66 @@
+"""One ASGI app per host: every HTTP-triggered function's routes, plus /healthz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
+
+from functions.deps import Deps
+from functions.registry import Function
+from functions.triggers import HttpRoute
+
+# A dependency that does not answer within this bound makes the host unhealthy.
+_HEALTH_TIMEOUT_S = 2.0
+
+
+def build_app(functions: Sequence[Function], deps: Deps) -> Starlette:
+    """The host's HTTP surface; each declared route is handed to its function's ASGI app."""
+    routes: list[BaseRoute] = []
+    for fn in functions:
+        if not isinstance(fn.trigger, HttpRoute):
+            continue
+        fn_app: ASGIApp = fn.load()
+        for method, path in fn.trigger.parsed():
+            # The function's own app routes the unchanged path again, so it also runs alone
+            # (uvicorn locally, Mangum on Lambda) with exactly these routes.
+            routes.append(Route(path, endpoint=fn_app, methods=[method]))
+
+    async def healthz(_: Request) -> JSONResponse:
+        checks = await check_dependencies(deps)
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unavailable", "checks": checks},
+            status_code=200 if healthy else 503,
+        )
+
+    routes.append(Route("/healthz", healthz, methods=["GET"]))
+    routes.append(Mount("/metrics", app=make_asgi_app()))
+    return Starlette(routes=routes)
+
+
+async def check_dependencies(deps: Deps) -> dict[str, str]:
+    """Ping Redis and PostgreSQL; the value is "ok" or the error."""
+
+    async def redis() -> None:
+        await deps.redis.ping()
+
+    async def postgres() -> None:
+        pool = await deps.pool()
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    results: dict[str, str] = {}
+    for name, check in (("redis", redis), ("postgres", postgres)):
+        try:
+            await asyncio.wait_for(check(), timeout=_HEALTH_TIMEOUT_S)
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"{type(exc).__name__}: {exc}"[:200]
+    return results
