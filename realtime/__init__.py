@@ -1,0 +1,1 @@
+"""The realtime gateway: Socket.IO over Starlette, one node of N behind a load balancer."""

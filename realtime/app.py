@@ -1,0 +1,65 @@
+"""The gateway's composition root: settings, clients, Socket.IO server and HTTP routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import socketio
+from prometheus_client import make_asgi_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from chat.clients import redis_client
+from chat.settings import Settings
+from realtime.gateway import Gateway
+
+_HEALTH_TIMEOUT_S = 2.0
+
+
+def build_app(settings: Settings | None = None) -> Any:
+    """The node's ASGI app: Socket.IO at /socket.io/, plus /healthz and /metrics."""
+    settings = settings or Settings.from_env()
+    settings.require_auth()
+    redis = redis_client(settings)
+    gateway = Gateway(settings, redis)
+
+    async def healthz(_: Request) -> JSONResponse:
+        try:
+            await asyncio.wait_for(redis.ping(), timeout=_HEALTH_TIMEOUT_S)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            return JSONResponse(
+                {"status": "unavailable", "node": settings.node_id, "checks": {"redis": detail}},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "node": settings.node_id,
+                "connections": len(gateway.conns),
+                "checks": {"redis": "ok"},
+            }
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    http = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Mount("/metrics", app=make_asgi_app()),
+        ],
+        lifespan=lifespan,
+    )
+    app = socketio.ASGIApp(gateway.sio, other_asgi_app=http, socketio_path="socket.io")
+    app.gateway = gateway
+    return app
