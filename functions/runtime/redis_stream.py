@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -22,17 +23,22 @@ log = logging.getLogger("functions.redis_stream")
 # How long one XREADGROUP blocks when the stream is idle; bounds shutdown latency too.
 _IDLE_BLOCK_MS = 1000
 
+# Runs one batch; raises TransientFailure when the whole batch failed.
+Call = Callable[[Sequence[StreamRecord]], Awaitable[BatchResult]]
+
 
 class RedisStreamRunner:
     """Feeds one function from one Redis stream as consumer ``consumer`` of the trigger's group."""
 
-    def __init__(self, fn: Function, deps: Deps, consumer: str) -> None:
+    def __init__(self, fn: Function, deps: Deps, consumer: str, call: Call | None = None) -> None:
         assert isinstance(fn.trigger, RedisStream)
         self.fn = fn
         self.trigger: RedisStream = fn.trigger
         self.deps = deps
         self.consumer = consumer
         self.handler: BatchHandler = fn.load()
+        # Another invoker (the stream bridge calling Lambda) replaces the in-process call.
+        self.call: Call = call or partial(invoke, fn, self.handler, deps=deps)
         self._stopping = asyncio.Event()
         self._next_reclaim = 0.0
 
@@ -144,7 +150,7 @@ class RedisStreamRunner:
                 if not batch:
                     return
             try:
-                result = await invoke(self.fn, self.handler, batch, self.deps)
+                result = await self.call(batch)
             except TransientFailure as exc:
                 result = BatchResult(failed={r.id for r in batch})
                 last_error = str(exc)
