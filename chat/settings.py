@@ -40,14 +40,32 @@ class Settings:
     # Browser origins allowed to open sockets ("*" in dev; a comma-separated list in prod).
     cors_origins: str = "*"
     kafka_messages_partitions: int = 12
+    # Rooms matching these comma-separated globs need a ``rooms`` token claim granting them.
+    private_rooms: str = "private:*"
+    # Each gateway re-announces its sockets' presence this often; a member unseen for the TTL
+    # (a crashed node's) is dropped, so the TTL plus one heartbeat bounds how long it lingers.
+    presence_heartbeat_s: int = 3
+    presence_ttl_s: int = 10
+    # Limits held in Redis across nodes: "<event>.<user|socket>=<per second>:<burst>", comma-separated.
+    rate_limits: str = "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100"
+    # Messages older than this many days are deleted by the retention function; 0 keeps them all.
+    retention_days: int = 0
+    # Rows per retention delete: short transactions, so writers and vacuum are never held up long.
+    retention_batch: int = 5000
 
     def __post_init__(self) -> None:
         if self.environment not in {"dev", "test", "prod"}:
             raise ValueError(f"environment must be dev, test or prod, not {self.environment!r}")
         if self.environment == "prod" and self.dev_auth:
             raise ValueError("dev_auth must be off in prod: set CHAT_DEV_AUTH=false")
+        if self.environment == "prod" and self.jwt_secret and len(self.jwt_secret) < 32:
+            raise ValueError("CHAT_JWT_SECRET must hold at least 32 bytes for HS256 (RFC 7518)")
         if self.dedup_ttl_s <= 0 or self.recent_log_len <= 0:
             raise ValueError("dedup_ttl_s and recent_log_len must be positive")
+        if not 0 < 2 * self.presence_heartbeat_s < self.presence_ttl_s:
+            raise ValueError("presence_ttl_s must exceed two presence heartbeats (both positive)")
+        if self.retention_days < 0 or self.retention_batch <= 0:
+            raise ValueError("retention_days must be >= 0 (0: keep all), retention_batch > 0")
 
     def require_auth(self) -> None:
         """Fail fast where clients must authenticate but no way to do so is configured."""

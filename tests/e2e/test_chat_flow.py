@@ -1,0 +1,245 @@
+"""The whole message path: two gateway nodes, the message and persist functions, history."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import socketio
+
+from devstack import Stack
+
+pytestmark = pytest.mark.e2e
+
+DEADLINE_S = 20.0
+
+
+class Member:
+    """A Socket.IO client that records what the server sends it."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.messages: list[dict[str, Any]] = []
+        self.refusal: Any = None
+        self.sio.on("message", self.messages.append)
+        self.sio.on("connect_error", self._refused)
+
+    def _refused(self, data: Any) -> None:
+        self.refusal = data
+
+    async def connect(self, url: str, auth: Any = None) -> None:
+        auth = {"user": self.user} if auth is None else auth
+        await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
+
+    async def call(self, event: str, *payload: Any) -> Any:
+        return await self.sio.call(event, *payload, timeout=10)
+
+    def seqs(self, room: str) -> list[int]:
+        return [m["seq"] for m in self.messages if m["room"] == room]
+
+
+async def until(check: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
+    """Wait until ``check()`` holds; fail with ``what`` after the deadline."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not check():
+        if loop.time() > end:
+            pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def room() -> str:
+    return f"e2e-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def pair(full_stack: Stack) -> AsyncIterator[tuple[Member, Member]]:
+    """Ann on gateway node 1 and Bob on gateway node 2."""
+    urls = full_stack.endpoints()["ws_urls"]
+    assert len(urls) >= 2, "the e2e suite needs two gateway nodes"
+    ann, bob = Member("ann"), Member("bob")
+    await ann.connect(urls[0])
+    await bob.connect(urls[1])
+    yield ann, bob
+    for m in (ann, bob):
+        await m.sio.disconnect()
+
+
+async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
+    full_stack: Stack, pair: tuple[Member, Member], room: str
+) -> None:
+    ann, bob = pair
+    # GIVEN both members in one room, each on its own node
+    for m in (ann, bob):
+        ack = await m.call("join", {"room": room})
+        assert ack == {"ok": True, "room": room, "last_seq": 0}
+
+    # WHEN both send at once
+    async def send_all(m: Member, n: int) -> list[str]:
+        ids = []
+        for i in range(n):
+            payload = {"room": room, "text": f"{m.user} says {i}", "client_msg_id": f"{i}"}
+            ack = await m.call("send", payload)
+            assert ack["ok"] is True, ack
+            ids.append(ack["id"])
+        return ids
+
+    ann_ids, bob_ids = await asyncio.gather(send_all(ann, 15), send_all(bob, 15))
+    sent = set(ann_ids) | set(bob_ids)
+    assert len(sent) == 30
+
+    # THEN each member gets all 30, exactly once, seq 1..30 in order, the sender included
+    for m in (ann, bob):
+        await until(lambda m=m: len(m.seqs(room)) >= 30, f"30 messages at {m.user}")
+        await asyncio.sleep(0.3)  # anything extra would show up now
+        assert m.seqs(room) == list(range(1, 31))
+        assert {x["id"] for x in m.messages} == sent
+    ann_texts = [x["text"] for x in ann.messages if x["sender"] == "ann"]
+    assert ann_texts == [f"ann says {i}" for i in range(15)]  # one sender's order is kept
+    assert ann.messages == bob.messages
+    first = ann.messages[0]
+    assert set(first) == {"id", "room", "seq", "sender", "text", "client_msg_id", "ts"}
+    assert first["ts"].endswith("Z")
+
+    # AND the history function returns them all, in order, once persisted
+    http = full_stack.endpoints()["http_url"]
+    async with httpx.AsyncClient(base_url=http, headers={"X-User": "ann"}, timeout=10) as client:
+        page = (await client.get(f"/rooms/{room}/messages", params={"limit": 200})).json()
+        assert [x["seq"] for x in page["messages"]] == list(range(1, 31))
+        assert page["messages"] == ann.messages
+        older = (await client.get(f"/rooms/{room}/messages", params={"limit": 10})).json()
+        assert [x["seq"] for x in older["messages"]] == list(range(21, 31))
+        assert older["next_before_seq"] == 21
+        before = {"limit": 10, "before_seq": 21}
+        prev = (await client.get(f"/rooms/{room}/messages", params=before)).json()
+        assert [x["seq"] for x in prev["messages"]] == list(range(11, 21))
+        after = (await client.get(f"/rooms/{room}/messages", params={"after_seq": 25})).json()
+        assert [x["seq"] for x in after["messages"]] == list(range(26, 31))
+
+    dsn = full_stack.endpoints()["postgres_dsn"]
+
+    def stored() -> list[int]:
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT seq FROM messages WHERE room = %s ORDER BY seq", (room,))
+            return [r[0] for r in rows]
+
+    await until(lambda: stored() == list(range(1, 31)), "30 rows in PostgreSQL")
+
+
+async def test_a_resent_message_keeps_its_id_and_makes_no_second_message(
+    full_stack: Stack, pair: tuple[Member, Member], room: str
+) -> None:
+    ann, bob = pair
+    for m in (ann, bob):
+        await m.call("join", {"room": room})
+    payload = {"room": room, "text": "only once", "client_msg_id": "retry-me"}
+    first = await ann.call("send", payload)
+    again = await ann.call("send", payload)
+    assert first["ok"] and again == first
+    await until(lambda: len(bob.seqs(room)) >= 1, "the message at bob")
+    follow = await ann.call("send", {"room": room, "text": "next", "client_msg_id": "n"})
+    await until(lambda: len(bob.seqs(room)) >= 2, "the next message at bob")
+    assert bob.seqs(room) == [1, 2]
+    assert bob.messages[1]["id"] == follow["id"]
+    # Another user's identical client_msg_id is another message.
+    await bob.call("send", payload)
+    await until(lambda: len(ann.seqs(room)) >= 3, "bob's message at ann")
+    assert ann.messages[2]["sender"] == "bob" and ann.messages[2]["id"] != first["id"]
+
+
+BAD_INPUT: list[tuple[str, Any, str]] = [
+    ("join", {"room": "no spaces allowed"}, "invalid_room"),
+    ("join", "not an object", "invalid_payload"),
+    ("join", {"room": "r", "since_seq": -3}, "invalid_payload"),
+    ("send", {"room": "{room}", "text": "", "client_msg_id": "a"}, "invalid_text"),
+    ("send", {"room": "{room}", "text": "x" * 4001, "client_msg_id": "a"}, "text_too_long"),
+    ("send", {"room": "{room}", "text": "hi", "client_msg_id": ""}, "invalid_client_msg_id"),
+    ("send", {"room": "{room}", "text": "hi", "client_msg_id": "a" * 65}, "invalid_client_msg_id"),
+    ("send", {"room": "{room}", "text": ["hi"], "client_msg_id": "a"}, "invalid_payload"),
+    ("send", {"room": "never-joined", "text": "hi", "client_msg_id": "a"}, "not_member"),
+    ("send", None, "invalid_payload"),
+    ("typing", {"room": "{room}", "typing": "yes"}, "invalid_payload"),
+    ("leave", {}, "invalid_payload"),
+    ("no-such-event", {"x": 1}, "invalid_payload"),
+]
+
+
+async def test_bad_input_gets_an_error_ack_and_the_node_keeps_serving(
+    pair: tuple[Member, Member], room: str
+) -> None:
+    ann, bob = pair
+    for m in (ann, bob):
+        await m.call("join", {"room": room})
+    for event, payload, code in BAD_INPUT:
+        if isinstance(payload, dict):
+            payload = {
+                k: (v.replace("{room}", room) if isinstance(v, str) else v)
+                for k, v in payload.items()
+            }
+        ack = await ann.call(event, payload)
+        assert ack["ok"] is False, (event, payload, ack)
+        assert ack["error"]["code"] == code, (event, payload, ack)
+        assert ack["error"]["message"]
+    # An event with no payload at all is bad input too, not a crash.
+    assert (await ann.call("send"))["error"]["code"] == "invalid_payload"
+    # The same socket and the other node still work, and nothing bad was sequenced.
+    ok = await ann.call("send", {"room": room, "text": "still here", "client_msg_id": "ok"})
+    assert ok["ok"] is True
+    await until(lambda: len(bob.seqs(room)) >= 1, "the good message at bob")
+    await asyncio.sleep(0.3)
+    assert [m["text"] for m in bob.messages] == ["still here"]
+
+
+async def test_an_oversized_frame_is_refused_without_hurting_others(
+    full_stack: Stack, pair: tuple[Member, Member], room: str
+) -> None:
+    _, bob = pair
+    await bob.call("join", {"room": room})
+    big = Member("mallory")
+    await big.connect(full_stack.endpoints()["ws_urls"][1])
+    await big.call("join", {"room": room})
+    # Over the node's max payload: the engine closes this connection, and no one else's.
+    await big.sio.emit("send", {"room": room, "text": "x" * 40_000, "client_msg_id": "big"})
+    await until(lambda: not big.sio.connected, "the oversized sender to be cut off", 10)
+    await big.sio.disconnect()
+    await bob.call("send", {"room": room, "text": "fine", "client_msg_id": "f"})
+    await until(lambda: len(bob.seqs(room)) >= 1, "bob's own message")
+
+
+async def test_a_socket_without_credentials_is_refused_with_a_code(full_stack: Stack) -> None:
+    m = Member("nobody")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await m.connect(full_stack.endpoints()["ws_urls"][0], auth={})
+    assert isinstance(m.refusal, dict)
+    assert m.refusal["code"] == "unauthorized" and m.refusal["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ("limit=0", 400, "invalid_parameter"),
+        ("limit=201", 400, "invalid_parameter"),
+        ("limit=abc", 400, "invalid_parameter"),
+        ("before_seq=-1", 400, "invalid_parameter"),
+        ("before_seq=1&after_seq=1", 400, "invalid_parameter"),
+    ],
+)
+async def test_history_answers_bad_parameters_with_json_errors(
+    full_stack: Stack, room: str, query: str, status: int, code: str
+) -> None:
+    http = full_stack.endpoints()["http_url"]
+    async with httpx.AsyncClient(base_url=http, timeout=10) as client:
+        r = await client.get(f"/rooms/{room}/messages?{query}", headers={"X-User": "ann"})
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+        bad_room = await client.get("/rooms/bad%20room/messages", headers={"X-User": "ann"})
+        assert bad_room.status_code == 400 and bad_room.json()["error"]["code"] == "invalid_room"
+        anonymous = await client.get(f"/rooms/{room}/messages")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["code"] == "unauthorized"
