@@ -1,0 +1,1 @@
+"""AWS adapters: Lambda entry points, the Redis-stream bridge and the packaging command."""
