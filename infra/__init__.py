@@ -1,0 +1,1 @@
+"""The Pulumi program for AWS, built from the function registry."""

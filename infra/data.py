@@ -1,0 +1,211 @@
+"""The data tier: ElastiCache Redis, MSK and RDS PostgreSQL, none reachable from the internet."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.network import POSTGRES_PORT, REDIS_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class CacheArgs:
+    """Redis replication group size, placement and auth token."""
+
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    node_type: str
+    replicas: int
+    engine_version: str
+    auth_token: pulumi.Output[str]
+
+
+class Cache(pulumi.ComponentResource):
+    """Redis with a primary and replicas, encrypted in transit and at rest, behind a token."""
+
+    def __init__(
+        self, name: str, args: CacheArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("chat:infra:Cache", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        subnets = aws.elasticache.SubnetGroup(name, subnet_ids=list(args.subnet_ids), opts=child)
+        failover = args.replicas > 0
+        self.group = aws.elasticache.ReplicationGroup(
+            name,
+            description=f"{name}: streams, recent logs, fan-out",
+            engine="redis",
+            engine_version=args.engine_version,
+            node_type=args.node_type,
+            num_cache_clusters=1 + args.replicas,
+            automatic_failover_enabled=failover,
+            multi_az_enabled=failover,
+            port=REDIS_PORT,
+            subnet_group_name=subnets.name,
+            security_group_ids=[args.security_group_id],
+            transit_encryption_enabled=True,
+            at_rest_encryption_enabled=True,
+            auth_token=args.auth_token,
+            snapshot_retention_limit=3,
+            opts=child,
+        )
+        # The URL carries the token, so it is a secret and only ever travels as one.
+        self.url: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(args.auth_token, self.group.primary_endpoint_address).apply(
+                lambda v: f"rediss://:{urllib.parse.quote(v[0], safe='')}@{v[1]}:{REDIS_PORT}/0"
+            )
+        )
+        self.register_outputs({"primary_endpoint": self.group.primary_endpoint_address})
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaArgs:
+    """MSK brokers, version and placement."""
+
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    kafka_version: str
+    instance_type: str
+    brokers: int
+    volume_gb: int
+    log_retention_days: int
+
+
+class Kafka(pulumi.ComponentResource):
+    """An MSK cluster: topics are created by provisioning, never by a client's typo."""
+
+    def __init__(
+        self, name: str, args: KafkaArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("chat:infra:Kafka", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        replication = min(3, args.brokers)
+        settings = aws.msk.Configuration(
+            name,
+            kafka_versions=[args.kafka_version],
+            server_properties="\n".join(
+                [
+                    "auto.create.topics.enable=false",
+                    f"default.replication.factor={replication}",
+                    f"min.insync.replicas={max(1, replication - 1)}",
+                    "unclean.leader.election.enable=false",
+                ]
+            ),
+            opts=child,
+        )
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-brokers", retention_in_days=args.log_retention_days, opts=child
+        )
+        self.cluster = aws.msk.Cluster(
+            name,
+            kafka_version=args.kafka_version,
+            number_of_broker_nodes=args.brokers,
+            broker_node_group_info={
+                "instance_type": args.instance_type,
+                "client_subnets": list(args.subnet_ids),
+                "security_groups": [args.security_group_id],
+                "storage_info": {"ebs_storage_info": {"volume_size": args.volume_gb}},
+            },
+            configuration_info={"arn": settings.arn, "revision": settings.latest_revision},
+            # Brokers talk TLS among themselves; clients may use the in-VPC plaintext listener
+            # until the shared client factory grows TLS settings (see docs/deploy.md).
+            encryption_info={
+                "encryption_in_transit": {"client_broker": "TLS_PLAINTEXT", "in_cluster": True}
+            },
+            client_authentication={"unauthenticated": True},
+            logging_info={
+                "broker_logs": {"cloudwatch_logs": {"enabled": True, "log_group": logs.name}}
+            },
+            opts=child,
+        )
+        self.bootstrap: pulumi.Output[str] = self.cluster.bootstrap_brokers
+        self.register_outputs({"arn": self.cluster.arn, "bootstrap": self.bootstrap})
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseArgs:
+    """PostgreSQL instance size, placement and protection."""
+
+    subnet_ids: Sequence[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    instance_class: str
+    engine_version: str
+    storage_gb: int
+    max_storage_gb: int
+    multi_az: bool
+    deletion_protection: bool
+
+
+DB_NAME = "chat"
+DB_USER = "chat"
+
+
+class Database(pulumi.ComponentResource):
+    """RDS PostgreSQL, private, encrypted; RDS keeps the password in Secrets Manager."""
+
+    def __init__(
+        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("chat:infra:Database", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        subnets = aws.rds.SubnetGroup(name, subnet_ids=list(args.subnet_ids), opts=child)
+        self.instance = aws.rds.Instance(
+            name,
+            engine="postgres",
+            engine_version=args.engine_version,
+            instance_class=args.instance_class,
+            allocated_storage=args.storage_gb,
+            max_allocated_storage=args.max_storage_gb,
+            storage_type="gp3",
+            storage_encrypted=True,
+            db_name=DB_NAME,
+            username=DB_USER,
+            manage_master_user_password=True,
+            port=POSTGRES_PORT,
+            db_subnet_group_name=subnets.name,
+            vpc_security_group_ids=[args.security_group_id],
+            publicly_accessible=False,
+            multi_az=args.multi_az,
+            backup_retention_period=7,
+            deletion_protection=args.deletion_protection,
+            skip_final_snapshot=False,
+            final_snapshot_identifier=f"{name}-final",
+            copy_tags_to_snapshot=True,
+            enabled_cloudwatch_logs_exports=["postgresql"],
+            opts=child,
+        )
+        self.secret_arn: pulumi.Output[str] = self.instance.master_user_secrets.apply(
+            lambda secrets: (secrets[0].secret_arn or "") if secrets else ""
+        )
+        # No password in the DSN: processes read it from the secret into PGPASSWORD.
+        self.dsn: pulumi.Output[str] = pulumi.Output.concat(
+            f"postgresql://{DB_USER}@",
+            self.instance.address,
+            f":{POSTGRES_PORT}/{DB_NAME}?sslmode=require",
+        )
+        self.register_outputs({"address": self.instance.address, "secret_arn": self.secret_arn})
+
+
+class SecretValue(pulumi.ComponentResource):
+    """One Secrets Manager secret holding one value."""
+
+    def __init__(
+        self,
+        name: str,
+        value: pulumi.Output[str],
+        description: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("chat:infra:SecretValue", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.secret = aws.secretsmanager.Secret(
+            name, description=description, recovery_window_in_days=7, opts=child
+        )
+        aws.secretsmanager.SecretVersion(
+            name, secret_id=self.secret.id, secret_string=value, opts=child
+        )
+        self.arn: pulumi.Output[str] = self.secret.arn
+        self.register_outputs({"arn": self.arn})

@@ -1,0 +1,498 @@
+"""One Lambda per registry function, each with its own role, log group and trigger."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import assert_never
+
+import pulumi
+import pulumi_aws as aws
+
+from functions.registry import Function
+from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule, describe
+from infra import policies
+from infra.network import Network
+
+HANDLER = "functions.aws.lambda_handler.handler"
+# API Gateway gives up on an integration after 30 s, so an HTTP function must answer sooner.
+HTTP_TIMEOUT_S = 30
+# Room for connecting, dead-lettering and reporting after the handler's own timeout.
+BATCH_MARGIN_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """An environment variable filled from a secret (a JSON key of it, when ``key`` is set)."""
+
+    arn: pulumi.Input[str]
+    key: str | None = None
+
+    def ref(self) -> pulumi.Output[str]:
+        """The ``CHAT_AWS_SECRETS`` form: ``ARN`` or ``ARN#key``."""
+        return pulumi.Output.concat(self.arn, f"#{self.key}" if self.key else "")
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaArgs:
+    """What one VPC Lambda runs and may touch."""
+
+    archive: Path
+    handler: str
+    timeout_s: int
+    memory_mb: int
+    architecture: str
+    runtime: str
+    log_retention_days: int
+    network: Network
+    environment: Mapping[str, pulumi.Input[str]]
+    secrets: Mapping[str, SecretRef]
+    statements: Sequence[policies.Statement] = ()
+    description: str = ""
+
+
+class VpcLambda(pulumi.ComponentResource):
+    """A Lambda in the app subnets; its role reaches its log group, its secrets, nothing else."""
+
+    def __init__(
+        self, name: str, args: LambdaArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("chat:infra:Lambda", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.log_group = aws.cloudwatch.LogGroup(
+            name,
+            name=f"/aws/lambda/{name}",
+            retention_in_days=args.log_retention_days,
+            opts=child,
+        )
+        self.role = aws.iam.Role(
+            name, assume_role_policy=policies.assume_role("lambda.amazonaws.com"), opts=child
+        )
+        statements = [
+            policies.logs(self.log_group.arn),
+            policies.allow(policies.ENI_ACTIONS, ["*"]),
+            *args.statements,
+        ]
+        if args.secrets:
+            statements.append(policies.read_secrets([s.arn for s in args.secrets.values()]))
+        self.policy = aws.iam.RolePolicy(
+            name, role=self.role.id, policy=policies.document(statements), opts=child
+        )
+        environment: dict[str, pulumi.Input[str]] = dict(args.environment)
+        if args.secrets:
+            environment["CHAT_AWS_SECRETS"] = pulumi.Output.json_dumps(
+                {env: ref.ref() for env, ref in sorted(args.secrets.items())}
+            )
+        self.function = aws.lambda_.Function(
+            name,
+            name=name,
+            description=args.description,
+            role=self.role.arn,
+            runtime=args.runtime,
+            architectures=[args.architecture],
+            handler=args.handler,
+            code=pulumi.FileArchive(str(args.archive)),
+            timeout=args.timeout_s,
+            memory_size=args.memory_mb,
+            environment={"variables": environment},
+            vpc_config={
+                "subnet_ids": [s.id for s in args.network.app_subnets],
+                "security_group_ids": [args.network.functions_sg.id],
+            },
+            logging_config={"log_format": "JSON", "log_group": self.log_group.name},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]),
+        )
+        self.register_outputs({"arn": self.function.arn, "name": self.function.name})
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeArgs:
+    """Where stream bridges run and what they start from."""
+
+    cluster_arn: pulumi.Input[str]
+    image: str
+    ecr_repository_arn: str | None
+    tasks: int
+    environment: Mapping[str, pulumi.Input[str]]
+    redis_url_secret_arn: pulumi.Input[str]
+    log_retention_days: int
+    network: Network
+
+
+def task_execution_role(
+    name: str,
+    log_group: aws.cloudwatch.LogGroup,
+    secret_arns: Sequence[pulumi.Input[str]],
+    ecr_repository_arn: str | None,
+    parent: pulumi.Resource,
+) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+    """The role ECS starts a task with: pull its image, write its logs, read its secrets."""
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(
+        f"{name}-exec",
+        assume_role_policy=policies.assume_role("ecs-tasks.amazonaws.com"),
+        opts=child,
+    )
+    statements = [policies.logs(log_group.arn), policies.read_secrets(secret_arns)]
+    if ecr_repository_arn:
+        statements += [
+            policies.allow(policies.ECR_TOKEN_ACTIONS, ["*"]),
+            policies.allow(
+                [
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
+                [ecr_repository_arn],
+            ),
+        ]
+    policy = aws.iam.RolePolicy(
+        f"{name}-exec", role=role.id, policy=policies.document(statements), opts=child
+    )
+    return role, policy
+
+
+def container(
+    name: str,
+    image: str,
+    command: Sequence[str],
+    environment: Mapping[str, pulumi.Input[str]],
+    secrets: Mapping[str, pulumi.Input[str]],
+    log_group: aws.cloudwatch.LogGroup,
+    port: int | None = None,
+) -> pulumi.Output[str]:
+    """An ECS container definition list with one container, as JSON."""
+    region = aws.get_region_output().region
+    definition: dict[str, object] = {
+        "name": name,
+        "image": image,
+        "essential": True,
+        "command": list(command),
+        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
+        "stopTimeout": 30,
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group.name,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": name,
+            },
+        },
+    }
+    if port is not None:
+        definition["portMappings"] = [{"containerPort": port, "protocol": "tcp"}]
+    return pulumi.Output.json_dumps([definition])
+
+
+class StreamBridge(pulumi.ComponentResource):
+    """The Redis-stream event source of one function: an ECS service invoking its Lambda."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: Function,
+        target: aws.lambda_.Function,
+        args: BridgeArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("chat:infra:StreamBridge", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        log_group = aws.cloudwatch.LogGroup(
+            name, name=f"/ecs/{name}", retention_in_days=args.log_retention_days, opts=child
+        )
+        exec_role, exec_policy = task_execution_role(
+            name, log_group, [args.redis_url_secret_arn], args.ecr_repository_arn, self
+        )
+        self.task_role = aws.iam.Role(
+            name, assume_role_policy=policies.assume_role("ecs-tasks.amazonaws.com"), opts=child
+        )
+        # The bridge may invoke its own function and nothing else.
+        self.task_policy = aws.iam.RolePolicy(
+            name,
+            role=self.task_role.id,
+            policy=policies.document([policies.allow(["lambda:InvokeFunction"], [target.arn])]),
+            opts=child,
+        )
+        task = aws.ecs.TaskDefinition(
+            name,
+            family=name,
+            cpu="256",
+            memory="512",
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
+            runtime_platform={"cpu_architecture": "ARM64", "operating_system_family": "LINUX"},
+            execution_role_arn=exec_role.arn,
+            task_role_arn=self.task_role.arn,
+            container_definitions=container(
+                "bridge",
+                args.image,
+                ["python", "-m", "functions.aws.bridge", "--function", fn.name],
+                {**args.environment, "CHAT_BRIDGE_LAMBDA": target.name},
+                {"CHAT_REDIS_URL": args.redis_url_secret_arn},
+                log_group,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[exec_policy]),
+        )
+        self.service = aws.ecs.Service(
+            name,
+            name=name,
+            cluster=args.cluster_arn,
+            task_definition=task.arn,
+            desired_count=args.tasks,
+            launch_type="FARGATE",
+            network_configuration={
+                "subnets": [s.id for s in args.network.app_subnets],
+                "security_groups": [args.network.bridge_sg.id],
+                "assign_public_ip": False,
+            },
+            deployment_circuit_breaker={"enable": True, "rollback": True},
+            opts=child,
+        )
+        self.register_outputs({"service": self.service.name})
+
+
+class HttpApi(pulumi.ComponentResource):
+    """One API Gateway HTTP API in front of every HTTP function."""
+
+    def __init__(
+        self, name: str, log_retention_days: int, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("chat:infra:HttpApi", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.api = aws.apigatewayv2.Api(name, protocol_type="HTTP", opts=child)
+        access_logs = aws.cloudwatch.LogGroup(
+            f"{name}-access", retention_in_days=log_retention_days, opts=child
+        )
+        aws.apigatewayv2.Stage(
+            name,
+            api_id=self.api.id,
+            name="$default",
+            auto_deploy=True,
+            default_route_settings={"throttling_burst_limit": 500, "throttling_rate_limit": 1000},
+            access_log_settings={
+                "destination_arn": access_logs.arn,
+                "format": json.dumps(
+                    {
+                        "requestId": "$context.requestId",
+                        "routeKey": "$context.routeKey",
+                        "status": "$context.status",
+                        "latencyMs": "$context.responseLatency",
+                        "integrationError": "$context.integrationErrorMessage",
+                    }
+                ),
+            },
+            opts=child,
+        )
+        self.url: pulumi.Output[str] = self.api.api_endpoint
+        self._healthz = False
+        self.register_outputs({"url": self.url})
+
+    def serve(self, fn: Function, trigger: HttpRoute, target: aws.lambda_.Function) -> None:
+        """Route the function's routes (and the API's /healthz, once) to its Lambda."""
+        child = pulumi.ResourceOptions(parent=self)
+        integration = aws.apigatewayv2.Integration(
+            fn.name,
+            api_id=self.api.id,
+            integration_type="AWS_PROXY",
+            integration_uri=target.arn,
+            integration_method="POST",
+            payload_format_version="2.0",
+            timeout_milliseconds=HTTP_TIMEOUT_S * 1000,
+            opts=child,
+        )
+        routes = [f"{method} {path}" for method, path in trigger.parsed()]
+        if not self._healthz:
+            # Every HTTP surface answers /healthz; the API's is the first HTTP function's.
+            routes.append("GET /healthz")
+            self._healthz = True
+        for i, route in enumerate(routes):
+            aws.apigatewayv2.Route(
+                f"{fn.name}-{i}",
+                api_id=self.api.id,
+                route_key=route,
+                target=pulumi.Output.concat("integrations/", integration.id),
+                opts=child,
+            )
+        aws.lambda_.Permission(
+            f"{fn.name}-api",
+            action="lambda:InvokeFunction",
+            function=target.name,
+            principal="apigateway.amazonaws.com",
+            source_arn=pulumi.Output.concat(self.api.execution_arn, "/*/*"),
+            opts=child,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionsArgs:
+    """The registry's functions and what their Lambdas and triggers are wired to."""
+
+    functions: Sequence[Function]
+    name_prefix: str
+    network: Network
+    artifacts_dir: Path
+    architecture: str
+    runtime: str
+    log_retention_days: int
+    environment: Mapping[str, pulumi.Input[str]]
+    secrets: Mapping[str, SecretRef]
+    http_secrets: Mapping[str, SecretRef]
+    kafka_cluster_arn: pulumi.Input[str]
+    kafka_pollers: int
+    bridge: BridgeArgs
+
+
+def lambda_timeout(fn: Function) -> int:
+    """The Lambda timeout for a function: its own bound plus what its trigger needs around it."""
+    trigger = fn.trigger
+    match trigger:
+        case HttpRoute():
+            return min(HTTP_TIMEOUT_S, math.ceil(fn.timeout_s))
+        case RedisStream() | KafkaTopic() | Schedule():
+            return min(900, math.ceil(fn.timeout_s) + BATCH_MARGIN_S)
+        case _:
+            assert_never(trigger)
+
+
+def schedule_expression(trigger: Schedule) -> str:
+    """An EventBridge rate; EventBridge counts in whole minutes."""
+    minutes = max(1, math.ceil(trigger.every_s / 60))
+    if minutes * 60 != trigger.every_s:
+        pulumi.log.warn(f"schedule every {trigger.every_s} s runs every {minutes} min on AWS")
+    return f"rate({minutes} minute{'s' if minutes > 1 else ''})"
+
+
+class Functions(pulumi.ComponentResource):
+    """Every registry function as a Lambda with the trigger its declaration names."""
+
+    def __init__(
+        self, name: str, args: FunctionsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("chat:infra:Functions", name, None, opts)
+        self.args = args
+        self.lambdas: dict[str, VpcLambda] = {}
+        self.bridges: dict[str, StreamBridge] = {}
+        self.api: HttpApi | None = None
+        for fn in args.functions:
+            self._deploy(fn)
+        self.history_url: pulumi.Output[str] = (
+            self.api.url if self.api is not None else pulumi.Output.from_input("")
+        )
+        self.register_outputs(
+            {"lambdas": {n: lam.function.name for n, lam in self.lambdas.items()}}
+        )
+
+    def _deploy(self, fn: Function) -> None:
+        args = self.args
+        name = f"{args.name_prefix}-{fn.name}"
+        trigger = fn.trigger
+        statements: list[policies.Statement] = []
+        secrets = dict(args.secrets)
+        match trigger:
+            case KafkaTopic():
+                # The event source mapping reads the cluster with the function's role.
+                statements.append(
+                    policies.allow(
+                        [
+                            "kafka:DescribeCluster",
+                            "kafka:DescribeClusterV2",
+                            "kafka:GetBootstrapBrokers",
+                        ],
+                        [args.kafka_cluster_arn],
+                    )
+                )
+            case HttpRoute():
+                # HTTP surfaces authenticate their callers.
+                secrets.update(args.http_secrets)
+            case RedisStream() | Schedule():
+                pass
+            case _:
+                assert_never(trigger)
+        lam = VpcLambda(
+            name,
+            LambdaArgs(
+                archive=args.artifacts_dir / f"{fn.name}.zip",
+                handler=HANDLER,
+                timeout_s=lambda_timeout(fn),
+                memory_mb=fn.memory_mb,
+                architecture=args.architecture,
+                runtime=args.runtime,
+                log_retention_days=args.log_retention_days,
+                network=args.network,
+                environment={**args.environment, "CHAT_FUNCTION": fn.name},
+                secrets=secrets,
+                statements=statements,
+                description=f"{fn.description} ({describe(trigger)})".strip(),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.lambdas[fn.name] = lam
+        self._trigger(fn, name, lam)
+
+    def _trigger(self, fn: Function, name: str, lam: VpcLambda) -> None:
+        args = self.args
+        child = pulumi.ResourceOptions(parent=self)
+        trigger = fn.trigger
+        match trigger:
+            case KafkaTopic():
+                aws.lambda_.EventSourceMapping(
+                    name,
+                    function_name=lam.function.arn,
+                    event_source_arn=args.kafka_cluster_arn,
+                    topics=[trigger.topic],
+                    starting_position="TRIM_HORIZON",
+                    batch_size=min(10_000, trigger.batch_size),
+                    maximum_batching_window_in_seconds=math.ceil(trigger.max_wait_ms / 1000),
+                    amazon_managed_kafka_event_source_config={"consumer_group_id": trigger.group},
+                    # Provisioned pollers are what enables partial-batch replies and bounded
+                    # retries for Kafka sources.
+                    provisioned_poller_config={
+                        "minimum_pollers": args.kafka_pollers,
+                        "maximum_pollers": max(args.kafka_pollers, 4),
+                    },
+                    function_response_types=["ReportBatchItemFailures"],
+                    maximum_retry_attempts=trigger.max_attempts - 1,
+                    destination_config=(
+                        {"on_failure": {"destination_arn": f"kafka://{trigger.dead_letter}"}}
+                        if trigger.dead_letter
+                        else None
+                    ),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[lam]),
+                )
+            case HttpRoute():
+                if self.api is None:
+                    self.api = HttpApi(
+                        f"{args.name_prefix}-http", args.log_retention_days, opts=child
+                    )
+                self.api.serve(fn, trigger, lam.function)
+            case Schedule():
+                rule = aws.cloudwatch.EventRule(
+                    name, schedule_expression=schedule_expression(trigger), opts=child
+                )
+                aws.cloudwatch.EventTarget(name, rule=rule.name, arn=lam.function.arn, opts=child)
+                aws.lambda_.Permission(
+                    f"{name}-schedule",
+                    action="lambda:InvokeFunction",
+                    function=lam.function.name,
+                    principal="events.amazonaws.com",
+                    source_arn=rule.arn,
+                    opts=child,
+                )
+            case RedisStream():
+                self.bridges[fn.name] = StreamBridge(
+                    f"{name}-bridge", fn, lam.function, args.bridge, opts=child
+                )
+            case _:
+                assert_never(trigger)
+
+
+def missing_archives(artifacts_dir: Path, functions: Sequence[Function] | None = None) -> list[str]:
+    """Archives ``python -m functions.aws.package`` has not built yet."""
+    from functions.aws.package import archives
+
+    wanted = archives(functions) if functions is not None else archives()
+    return [a.name for a in wanted if not (artifacts_dir / f"{a.name}.zip").exists()]

@@ -1,0 +1,233 @@
+"""The Pulumi program under mocks: what it declares for the registry, and how safely."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from pulumi_mocks import Declared, RecordingMocks
+
+from functions.registry import FUNCTIONS, Function
+from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
+
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.timeout(60),
+    # pulumi_aws warns on import about its own deprecated resource modules.
+    pytest.mark.filterwarnings(r"ignore:.*deprecated:DeprecationWarning:pulumi_aws\..*"),
+]
+
+JWT = "jwt-secret-that-must-never-leak-0123456789"
+TOKEN = "redis-token-that-must-never-leak-0123456789"
+IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/chat:0123abc"
+# A scheduled function too, so every trigger kind is exercised whatever the registry holds.
+EXTRA = Function(name="sweep", handler="functions.message:handle", trigger=Schedule(every_s=300))
+DEPLOYED_FUNCTIONS = (*FUNCTIONS, EXTRA)
+
+
+@dataclass(slots=True)
+class Deployed:
+    """What the program declared and exported."""
+
+    mocks: RecordingMocks
+    outputs: dict[str, Any]
+
+    def of_type(self, token: str) -> list[Declared]:
+        """Declared resources of one type."""
+        return self.mocks.of_type(token)
+
+    def named(self, token: str, name: str) -> Declared:
+        """The one resource of ``token`` called ``name``."""
+        found = [r for r in self.of_type(token) if r.name == name]
+        assert len(found) == 1, f"{len(found)} {token} named {name}"
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """Run the program once under mocks and resolve its outputs."""
+    from infra.config import StackConfig
+    from infra.stack import build
+
+    artifacts = tmp_path_factory.mktemp("build")
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="chat", stack="test", preview=False)
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        cfg = StackConfig(
+            name="chat-test",
+            image=IMAGE,
+            jwt_secret=pulumi.Output.secret(JWT),
+            redis_auth_token=pulumi.Output.secret(TOKEN),
+            artifacts_dir=Path(artifacts),
+        )
+        d = build(cfg, DEPLOYED_FUNCTIONS)
+        return pulumi.Output.all(
+            websocket_url=d.websocket_url,
+            entry_url=d.entry_url,
+            history_url=d.history_url,
+            functions=d.functions,
+        ).apply(outputs.update)
+
+    program()
+    return Deployed(mocks, outputs)
+
+
+def _lambda_name(fn: Function) -> str:
+    return f"chat-test-{fn.name}"
+
+
+def _policies(deployed: Deployed) -> dict[str, dict[str, Any]]:
+    return {
+        r.name: json.loads(r.inputs["policy"])
+        for r in deployed.of_type("aws:iam/rolePolicy:RolePolicy")
+    }
+
+
+def test_one_lambda_per_registry_function(deployed: Deployed) -> None:
+    names = sorted(r.name for r in deployed.of_type("aws:lambda/function:Function"))
+    assert names == sorted(
+        [*(_lambda_name(fn) for fn in DEPLOYED_FUNCTIONS), "chat-test-provision"]
+    )
+    for fn in DEPLOYED_FUNCTIONS:
+        lam = deployed.named("aws:lambda/function:Function", _lambda_name(fn))
+        assert lam.inputs["handler"] == "functions.aws.lambda_handler.handler"
+        assert lam.inputs["environment"]["variables"]["CHAT_FUNCTION"] == fn.name
+        assert lam.inputs["memorySize"] == fn.memory_mb
+        assert lam.inputs["vpcConfig"]["subnetIds"], "functions run inside the VPC"
+
+
+def test_each_function_has_exactly_its_trigger(deployed: Deployed) -> None:
+    mappings = deployed.of_type("aws:lambda/eventSourceMapping:EventSourceMapping")
+    routes = deployed.of_type("aws:apigatewayv2/route:Route")
+    rules = deployed.of_type("aws:cloudwatch/eventRule:EventRule")
+    bridges = deployed.of_type("aws:ecs/service:Service")
+    for fn in DEPLOYED_FUNCTIONS:
+        name = _lambda_name(fn)
+        trigger = fn.trigger
+        match trigger:
+            case KafkaTopic():
+                (mapping,) = [m for m in mappings if m.name == name]
+                assert mapping.inputs["topics"] == [trigger.topic]
+                assert mapping.inputs["amazonManagedKafkaEventSourceConfig"] == {
+                    "consumerGroupId": trigger.group
+                }
+                assert mapping.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
+                assert mapping.inputs["maximumRetryAttempts"] == trigger.max_attempts - 1
+            case HttpRoute():
+                keys = {r.inputs["routeKey"] for r in routes if r.name.startswith(f"{fn.name}-")}
+                assert set(trigger.routes) <= keys
+            case Schedule():
+                (rule,) = [r for r in rules if r.name == name]
+                assert rule.inputs["scheduleExpression"] == "rate(5 minutes)"
+                deployed.named("aws:cloudwatch/eventTarget:EventTarget", name)
+            case RedisStream():
+                (service,) = [s for s in bridges if s.name == f"{name}-bridge"]
+                task = deployed.named("aws:ecs/taskDefinition:TaskDefinition", f"{name}-bridge")
+                (container,) = json.loads(task.inputs["containerDefinitions"])
+                assert container["command"][-2:] == ["--function", fn.name]
+                env = {e["name"]: e["value"] for e in container["environment"]}
+                assert env["CHAT_BRIDGE_LAMBDA"] == name
+                assert service.inputs["desiredCount"] >= 1
+    kafka = [fn for fn in DEPLOYED_FUNCTIONS if isinstance(fn.trigger, KafkaTopic)]
+    assert len(mappings) == len(kafka)
+    assert len(rules) == sum(isinstance(fn.trigger, Schedule) for fn in DEPLOYED_FUNCTIONS)
+
+
+def test_data_stores_are_unreachable_from_the_internet(deployed: Deployed) -> None:
+    db = deployed.named("aws:rds/instance:Instance", "chat-test-db")
+    assert db.inputs["publiclyAccessible"] is False
+    assert db.inputs["storageEncrypted"] is True
+    assert db.inputs["manageMasterUserPassword"] is True
+    assert "password" not in db.inputs
+    redis = deployed.named("aws:elasticache/replicationGroup:ReplicationGroup", "chat-test-redis")
+    assert redis.inputs["transitEncryptionEnabled"] is True
+    assert redis.inputs["atRestEncryptionEnabled"] is True
+    for group in ("redis", "kafka", "database", "gateway", "functions", "bridge"):
+        sg = deployed.named("aws:ec2/securityGroup:SecurityGroup", f"chat-test-{group}")
+        for rule in sg.inputs.get("ingress", []):
+            assert "0.0.0.0/0" not in rule.get("cidrBlocks", []), f"{group} open to the internet"
+    data_subnets = [s for s in deployed.of_type("aws:ec2/subnet:Subnet") if "-data-" in s.name]
+    assert data_subnets and not any(s.inputs.get("mapPublicIpOnLaunch") for s in data_subnets)
+    data_routes = deployed.named("aws:ec2/routeTable:RouteTable", "chat-test-data")
+    assert not data_routes.inputs.get("routes"), "the data tier has no route out"
+
+
+def test_no_secret_in_plain_inputs(deployed: Deployed) -> None:
+    allowed = {
+        ("aws:secretsmanager/secretVersion:SecretVersion", "chat-test-jwt"),
+        ("aws:secretsmanager/secretVersion:SecretVersion", "chat-test-redis-url"),
+        ("aws:elasticache/replicationGroup:ReplicationGroup", "chat-test-redis"),
+    }
+    for r in deployed.mocks.resources:
+        text = json.dumps(r.inputs, default=str)
+        if (r.type, r.name) not in allowed:
+            assert JWT not in text and TOKEN not in text, f"secret in {r.type} {r.name}"
+
+
+def test_example_stack_config_keeps_secrets_secure() -> None:
+    import yaml
+
+    example = Path(__file__).resolve().parents[2] / "Pulumi.dev.yaml.example"
+    config = yaml.safe_load(example.read_text())["config"]
+    for key in ("chat:jwtSecret", "chat:redisAuthToken"):
+        assert set(config[key]) == {"secure"}, f"{key} must be a secure value"
+    assert "chat:image" in config
+
+
+def test_alb_keeps_websockets_open(deployed: Deployed) -> None:
+    (alb,) = deployed.of_type("aws:lb/loadBalancer:LoadBalancer")
+    assert alb.inputs["idleTimeout"] >= 3600
+    (tg,) = deployed.of_type("aws:lb/targetGroup:TargetGroup")
+    assert tg.inputs["healthCheck"]["path"] == "/healthz"
+    assert tg.inputs["stickiness"]["enabled"] is True
+    assert deployed.of_type("aws:appautoscaling/policy:Policy")
+
+
+def test_every_log_group_has_a_retention(deployed: Deployed) -> None:
+    groups = deployed.of_type("aws:cloudwatch/logGroup:LogGroup")
+    assert groups and all(g.inputs.get("retentionInDays") for g in groups)
+
+
+def test_each_policy_is_limited_to_its_resources(deployed: Deployed) -> None:
+    from infra.policies import WILDCARD_ONLY_ACTIONS
+
+    policies = _policies(deployed)
+    for name, policy in policies.items():
+        for statement in policy["Statement"]:
+            if "*" in statement["Resource"]:
+                assert set(statement["Action"]) <= WILDCARD_ONLY_ACTIONS, (name, statement)
+            assert not any(a.endswith(":*") or a == "*" for a in statement["Action"]), name
+
+    def actions(name: str) -> set[str]:
+        return {a for s in policies[name]["Statement"] for a in s["Action"]}
+
+    for fn in DEPLOYED_FUNCTIONS:
+        name = _lambda_name(fn)
+        assert "lambda:InvokeFunction" not in actions(name)
+        jwt = any("jwt" in r for s in policies[name]["Statement"] for r in s["Resource"])
+        assert jwt == isinstance(fn.trigger, HttpRoute), f"{name}: JWT secret only for HTTP"
+        kafka = "kafka:GetBootstrapBrokers" in actions(name)
+        assert kafka == isinstance(fn.trigger, KafkaTopic), f"{name}: Kafka only for its trigger"
+        if isinstance(fn.trigger, RedisStream):
+            bridge = policies[f"{name}-bridge"]["Statement"]
+            assert bridge == [
+                {
+                    "Effect": "Allow",
+                    "Action": ["lambda:InvokeFunction"],
+                    "Resource": [f"arn:aws:lambda:eu-west-1:123456789012:{name}"],
+                }
+            ]
+
+
+def test_outputs_exist(deployed: Deployed) -> None:
+    assert deployed.outputs["websocket_url"].startswith("ws")
+    assert deployed.outputs["websocket_url"].endswith("/socket.io/")
+    assert deployed.outputs["history_url"].startswith("https://")
+    assert set(deployed.outputs["functions"]) == {fn.name for fn in DEPLOYED_FUNCTIONS}
