@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# A replayed dead letter carries the id of the entry it was first written as, so handlers
+# that remember work by entry id recognise it as the same work.
+ORIGIN_FIELD = "_origin_id"
+
 
 @dataclass(frozen=True, slots=True)
 class StreamRecord:
@@ -16,6 +20,11 @@ class StreamRecord:
     id: str
     fields: Mapping[str, str]
     attempt: int = 1
+
+    @property
+    def origin(self) -> str:
+        """The id of the entry this one replays, else its own id."""
+        return self.fields.get(ORIGIN_FIELD) or self.id
 
 
 @dataclass(frozen=True, slots=True)

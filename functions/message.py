@@ -96,7 +96,7 @@ async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
                     item.request.text,
                     item.request.client_msg_id,
                     item.ts,
-                    item.record.id,
+                    item.record.origin,
                     settings.dedup_ttl_s,
                     settings.recent_log_len,
                     settings.fanout_channel,
@@ -112,10 +112,10 @@ async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
             seq, ts = int(value), item.ts
         else:
             first_seq, first_ts, first_entry = str(value).split("|", 2)
-            if first_entry != item.record.id:
+            if first_entry != item.record.origin:
                 # A re-sent duplicate: its first entry produces (or already produced) it.
                 continue
-            # A redelivery of the first entry: produce again; persist is idempotent.
+            # A redelivery or a replay of the first entry: produce again; persist is idempotent.
             seq, ts = int(first_seq), first_ts
         message = Message(
             id=item.id,

@@ -25,6 +25,8 @@ log = logging.getLogger("functions.host")
 
 # How often the backlog gauges (stream pending + lag) are refreshed.
 _BACKLOG_EVERY_S = 5.0
+# What a stop may take beyond the grace period: cancelled runners leave their consumer groups.
+_AFTER_GRACE_S = 3.0
 
 
 class Runner(Protocol):
@@ -133,8 +135,13 @@ class Host:
             # Past the bound: un-acked work is handed back (stream entries are reclaimed
             # after the visibility timeout, Kafka offsets were never committed).
             t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        await self.deps.aclose()
+        # Cancelled runners still leave their groups and flush; that, too, is bounded.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*pending, return_exceptions=True), timeout=_AFTER_GRACE_S
+            )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.deps.aclose(), timeout=_AFTER_GRACE_S)
         log.info("function host stopped", extra={"cancelled": len(pending)})
 
     async def _observe_backlog(self) -> None:

@@ -26,3 +26,8 @@ BACKLOG = Gauge(
     "Stream entries pending for the group or Kafka consumer lag",
     ["function"],
 )
+CONSUMER_LAG = Gauge(
+    "chat_function_consumer_lag",
+    "Kafka records behind the committed position, per owned partition",
+    ["function", "topic", "partition"],
+)

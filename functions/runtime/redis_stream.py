@@ -1,11 +1,25 @@
-"""Redis-stream trigger: a consumer group, ack on success, reclaim, dead letters."""
+"""Redis-stream trigger: a consumer group, ack on success, visibility timeout, dead letters.
+
+Semantics, close to an SQS event source mapping:
+
+- an entry read by a runner is invisible to the others while the runner holds it; a heartbeat
+  keeps it so while the handler runs, however long that is (bounded by the function timeout);
+- an entry whose holder died or stalled for ``visibility_timeout_s`` is reclaimed (XAUTOCLAIM)
+  by another runner, which counts a new delivery;
+- success acks (and deletes) the entry; records the handler names as ``failed`` are retried
+  alone, with backoff; ``poison`` records and records out of attempts are dead-lettered with
+  their error and attempt count, atomically with their ack and exactly once;
+- a runner asked to stop finishes its batch and hands back what it could not finish, so
+  another host takes it over at once instead of after the visibility timeout.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -22,13 +36,89 @@ log = logging.getLogger("functions.redis_stream")
 
 # How long one XREADGROUP blocks when the stream is idle; bounds shutdown latency too.
 _IDLE_BLOCK_MS = 1000
+# XAUTOCLAIM calls per reclaim pass: each scans at most 10 x COUNT pending entries, so a long
+# list of entries held by live runners takes a few passes to walk (the cursor is kept).
+_RECLAIM_STEPS = 4
+# Bound on handing entries back when a stop is forced; the visibility timeout covers failure.
+_HAND_BACK_TIMEOUT_S = 2.0
 
 # Runs one batch; raises TransientFailure when the whole batch failed.
 Call = Callable[[Sequence[StreamRecord]], Awaitable[BatchResult]]
 
+# Keep entries this consumer still holds invisible to others (or hand them back): reset their
+# idle time to ARGV[3] ms without counting a delivery (XCLAIM JUSTID). An entry another
+# consumer has reclaimed meanwhile is left alone; the reply lists the entries still held.
+#   KEYS: stream; ARGV: group, consumer, idle ms, ids...
+_TOUCH = """
+local held = {}
+for i = 4, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    held[#held + 1] = ARGV[i]
+  end
+end
+return held
+"""
+
+# Dead-letter entries exactly once: an entry is copied to the dead-letter stream only by the
+# call whose XACK removed it from the pending list, so two runners that both held it (one of
+# them stalled past the visibility timeout) never dead-letter it twice.
+#   KEYS: stream [, dead-letter stream]; ARGV: group, delete ('1'/'0'),
+#         then per entry: id, 2n, field1, value1, ... fieldn, valuen
+_DEAD_LETTER = """
+local count, i = 0, 3
+while i <= #ARGV do
+  local id, width = ARGV[i], tonumber(ARGV[i + 1])
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
+    if KEYS[2] then
+      redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 2, i + 1 + width))
+    end
+    if ARGV[2] == '1' then
+      redis.call('XDEL', KEYS[1], id)
+    end
+    count = count + 1
+  end
+  i = i + 2 + width
+end
+return count
+"""
+
+# Fields the runtime adds to a dead-lettered entry (everything else is the original entry).
+ERROR_FIELD = "_error"
+ATTEMPTS_FIELD = "_attempts"
+SOURCE_FIELD = "_source_id"
+FUNCTION_FIELD = "_function"
+DEAD_LETTER_FIELDS = (ERROR_FIELD, ATTEMPTS_FIELD, SOURCE_FIELD, FUNCTION_FIELD)
+
+
+def dead_letter_entry(
+    record: StreamRecord, reason: str, function: str, attempts: int | None = None
+) -> dict[str, str]:
+    """The dead-letter stream entry for ``record``: its fields plus why and how often it failed."""
+    entry = {k: v for k, v in record.fields.items() if k not in DEAD_LETTER_FIELDS}
+    entry[ERROR_FIELD] = reason[:2000]
+    entry[ATTEMPTS_FIELD] = str(record.attempt if attempts is None else attempts)
+    entry[SOURCE_FIELD] = record.id
+    entry[FUNCTION_FIELD] = function
+    return entry
+
+
+def dead_letter_args(entries: Iterable[tuple[str, dict[str, str]]]) -> list[str]:
+    """The per-entry ARGV tail of the dead-letter script: id, width, then field/value pairs."""
+    args: list[str] = []
+    for entry_id, fields in entries:
+        args += [entry_id, str(2 * len(fields))]
+        for key, value in fields.items():
+            args += [key, value]
+    return args
+
 
 class RedisStreamRunner:
-    """Feeds one function from one Redis stream as consumer ``consumer`` of the trigger's group."""
+    """Feeds one function from one Redis stream as consumer ``consumer`` of the trigger's group.
+
+    One runner runs one batch at a time: a function's concurrency is its number of runners.
+    """
 
     def __init__(self, fn: Function, deps: Deps, consumer: str, call: Call | None = None) -> None:
         assert isinstance(fn.trigger, RedisStream)
@@ -36,11 +126,26 @@ class RedisStreamRunner:
         self.trigger: RedisStream = fn.trigger
         self.deps = deps
         self.consumer = consumer
-        self.handler: BatchHandler = fn.load()
         # Another invoker (the stream bridge calling Lambda) replaces the in-process call.
-        self.call: Call = call or partial(invoke, fn, self.handler, deps=deps)
+        if call is None:
+            handler: BatchHandler = fn.load()
+            call = partial(invoke, fn, handler, deps=deps)
+        self.call: Call = call
         self._stopping = asyncio.Event()
         self._next_reclaim = 0.0
+        self._reclaim_cursor = "0-0"
+        self._scripts: dict[str, Any] = {}
+
+    def _script(self, source: str) -> Any:
+        # Registered on first use, so building a runner touches no client.
+        if source not in self._scripts:
+            self._scripts[source] = self.deps.redis.register_script(source)
+        return self._scripts[source]
+
+    @property
+    def visibility_ms(self) -> int:
+        """How long an entry may go untouched before another runner may take it."""
+        return int(self.trigger.visibility_timeout_s * 1000)
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from run()."""
@@ -58,10 +163,11 @@ class RedisStreamRunner:
 
     async def run(self) -> None:
         """Consume until stop(); transient Redis errors back off and retry."""
-        await self.ensure_group()
         failures = 0
         while not self._stopping.is_set():
             try:
+                if failures or not self._next_reclaim:
+                    await self.ensure_group()
                 batch = await self._reclaim() or await self._read()
                 if batch:
                     await self._process(batch)
@@ -76,7 +182,8 @@ class RedisStreamRunner:
                     delay,
                     extra={"function": self.fn.name, "stream": self.trigger.stream},
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
     async def _read(self) -> list[StreamRecord]:
         t = self.trigger
@@ -103,49 +210,64 @@ class RedisStreamRunner:
             return []
         self._next_reclaim = now + max(0.05, self.trigger.visibility_timeout_s / 4)
         t = self.trigger
-        reply = await self.deps.redis.xautoclaim(
-            t.stream,
-            t.group,
-            self.consumer,
-            min_idle_time=int(t.visibility_timeout_s * 1000),
-            start_id="0-0",
-            count=t.batch_size,
-        )
-        claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
-        deleted = reply[2] if len(reply) > 2 else []
-        if deleted:
-            await self.deps.redis.xack(t.stream, t.group, *deleted)
+        claimed: list[tuple[str, dict[str, str]]] = []
+        for _ in range(_RECLAIM_STEPS):
+            reply = await self.deps.redis.xautoclaim(
+                t.stream,
+                t.group,
+                self.consumer,
+                min_idle_time=self.visibility_ms,
+                start_id=self._reclaim_cursor,
+                count=t.batch_size - len(claimed),
+            )
+            self._reclaim_cursor = str(reply[0])
+            # Redis 7 drops entries deleted from the stream from the pending list itself and
+            # reports them in reply[2]; nothing is left to process or ack for those.
+            claimed += [(i, f) for i, f in reply[1] if i is not None and f is not None]
+            if self._reclaim_cursor == "0-0" or len(claimed) >= t.batch_size:
+                break
         if not claimed:
             return []
         counts = await self._delivery_counts([entry_id for entry_id, _ in claimed])
         log.info(
-            "reclaimed %d stale entries",
+            "reclaimed %d entries held past the visibility timeout",
             len(claimed),
             extra={"function": self.fn.name, "stream": t.stream, "consumer": self.consumer},
         )
+        metrics.RECORDS.labels(self.fn.name, "reclaimed").inc(len(claimed))
         return [StreamRecord(id=i, fields=f, attempt=counts.get(i, 2)) for i, f in claimed]
 
     async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
         t = self.trigger
         redis: Any = self.deps.redis
-        rows = await redis.xpending_range(
-            t.stream,
-            t.group,
-            min=ids[0],
-            max=ids[-1],
-            count=len(ids) * 2,
-            consumername=self.consumer,
-        )
-        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        async with redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(t.stream, t.group, min=entry_id, max=entry_id, count=1)
+            replies = await pipe.execute()
+        return {row["message_id"]: int(row["times_delivered"]) for rows in replies for row in rows}
 
     async def _process(self, batch: list[StreamRecord]) -> None:
+        held = {r.id for r in batch}
+        heartbeat = asyncio.create_task(self._keep_invisible(held), name="visibility")
+        try:
+            await self._attempt(batch, held)
+        except asyncio.CancelledError:
+            # Forced stop: let another runner take the entries now, not a timeout later.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._hand_back(held), timeout=_HAND_BACK_TIMEOUT_S)
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _attempt(self, batch: list[StreamRecord], held: set[str]) -> None:
         t = self.trigger
         while batch:
             expired = [r for r in batch if r.attempt > t.max_attempts]
             if expired:
-                await self._dead_letter(
-                    expired, {r.id: f"gave up after {r.attempt - 1} attempts" for r in expired}
-                )
+                reasons = {r.id: f"gave up after {r.attempt - 1} deliveries" for r in expired}
+                await self._dead_letter(expired, reasons, held)
                 batch = [r for r in batch if r.attempt <= t.max_attempts]
                 if not batch:
                     return
@@ -155,40 +277,98 @@ class RedisStreamRunner:
                 result = BatchResult(failed={r.id for r in batch})
                 last_error = str(exc)
             else:
-                last_error = "record failed"
+                last_error = "the handler reported the record as failed"
             done = [r.id for r in batch if r.id not in result.failed and r.id not in result.poison]
             if result.poison:
-                await self._dead_letter([r for r in batch if r.id in result.poison], result.poison)
-            await self._ack(done)
+                poison = [r for r in batch if r.id in result.poison]
+                await self._dead_letter(poison, result.poison, held)
+            await self._ack(done, held)
             metrics.RECORDS.labels(self.fn.name, "ok").inc(len(done))
             retry = [r for r in batch if r.id in result.failed]
             if not retry:
                 return
+            out = [r for r in retry if r.attempt >= t.max_attempts]
+            if out:
+                await self._dead_letter(out, {r.id: last_error for r in out}, held)
+                retry = [r for r in retry if r.attempt < t.max_attempts]
+                if not retry:
+                    return
             metrics.RECORDS.labels(self.fn.name, "retried").inc(len(retry))
-            attempt = max(r.attempt for r in retry)
-            if attempt >= t.max_attempts:
-                await self._dead_letter(retry, {r.id: last_error for r in retry})
-                return
             if self._stopping.is_set():
-                # Leave them pending: another host reclaims them after the visibility timeout.
+                await self._hand_back(held)
                 return
-            await asyncio.sleep(backoff_s(attempt))
-            batch = await self._claim_again(retry)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=backoff_s(max(r.attempt for r in retry))
+                )
+            if self._stopping.is_set():
+                await self._hand_back(held)
+                return
+            batch = await self._claim_again(retry, held)
 
-    async def _claim_again(self, records: list[StreamRecord]) -> list[StreamRecord]:
+    async def _keep_invisible(self, held: set[str]) -> None:
+        """Reset the idle time of the held entries often enough that nobody reclaims them."""
+        every = max(0.05, self.trigger.visibility_timeout_s / 3)
+        while True:
+            await asyncio.sleep(every)
+            if not held:
+                continue
+            snapshot = set(held)
+            try:
+                kept = await self._script(_TOUCH)(
+                    keys=[self.trigger.stream],
+                    args=[self.trigger.group, self.consumer, 0, *sorted(snapshot)],
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A missed heartbeat only risks a duplicate delivery, which handlers absorb.
+                log.warning("visibility heartbeat failed", extra={"function": self.fn.name})
+                continue
+            # Entries acked during the call are no longer held and are not lost.
+            lost = (snapshot - set(kept)) & held
+            if lost:
+                held.difference_update(lost)
+                log.warning(
+                    "%d entries were reclaimed by another consumer while in hand",
+                    len(lost),
+                    extra={"function": self.fn.name, "consumer": self.consumer},
+                )
+
+    async def _hand_back(self, held: set[str]) -> None:
+        """Make the held entries reclaimable at once (their idle time set to the timeout)."""
+        if not held:
+            return
+        await self._script(_TOUCH)(
+            keys=[self.trigger.stream],
+            args=[self.trigger.group, self.consumer, self.visibility_ms, *sorted(held)],
+        )
+        log.info(
+            "handed back %d entries",
+            len(held),
+            extra={"function": self.fn.name, "consumer": self.consumer},
+        )
+        held.clear()
+
+    async def _claim_again(self, records: list[StreamRecord], held: set[str]) -> list[StreamRecord]:
         """Re-claim our own failed entries, counting a new delivery for each."""
         t = self.trigger
         redis: Any = self.deps.redis
+        # Entries another consumer reclaimed meanwhile are its to finish now.
+        ids = [r.id for r in records if r.id in held]
+        if not ids:
+            return []
         reply = await redis.xclaim(
-            t.stream, t.group, self.consumer, min_idle_time=0, message_ids=[r.id for r in records]
+            t.stream, t.group, self.consumer, min_idle_time=0, message_ids=ids
         )
-        claimed = [(entry_id, fields) for entry_id, fields in reply if fields is not None]
+        claimed = [(i, f) for i, f in reply if i is not None and f is not None]
+        held.intersection_update(i for i, _ in claimed)
         if not claimed:
             return []
         counts = await self._delivery_counts([entry_id for entry_id, _ in claimed])
         return [StreamRecord(id=i, fields=f, attempt=counts.get(i, 2)) for i, f in claimed]
 
-    async def _ack(self, ids: list[str]) -> None:
+    async def _ack(self, ids: list[str], held: set[str]) -> None:
         if not ids:
             return
         t = self.trigger
@@ -197,40 +377,37 @@ class RedisStreamRunner:
             if t.delete_on_ack:
                 pipe.xdel(t.stream, *ids)
             await pipe.execute()
+        held.difference_update(ids)
 
-    async def _dead_letter(self, records: list[StreamRecord], reasons: dict[str, str]) -> None:
+    async def _dead_letter(
+        self, records: list[StreamRecord], reasons: dict[str, str], held: set[str]
+    ) -> None:
         t = self.trigger
+        entries = [
+            (r.id, dead_letter_entry(r, reasons.get(r.id, "failed"), self.fn.name)) for r in records
+        ]
+        keys = [t.stream, t.dead_letter] if t.dead_letter else [t.stream]
+        buried = await self._script(_DEAD_LETTER)(
+            keys=keys,
+            args=[t.group, "1" if t.delete_on_ack else "0", *dead_letter_args(entries)],
+        )
+        held.difference_update(r.id for r in records)
         log.warning(
-            "dead-lettering %d records",
-            len(records),
+            "dead-lettered %d records: %s",
+            int(buried),
+            "; ".join(sorted({reasons.get(r.id, "failed")[:200] for r in records}))[:500],
             extra={"function": self.fn.name, "stream": t.stream, "dead_letter": t.dead_letter},
         )
-        async with self.deps.redis.pipeline(transaction=True) as pipe:
-            for r in records:
-                if t.dead_letter:
-                    entry: dict[Any, Any] = dict(r.fields)
-                    entry.update(
-                        {
-                            "_error": reasons.get(r.id, "failed"),
-                            "_attempts": str(r.attempt),
-                            "_source_id": r.id,
-                            "_function": self.fn.name,
-                        }
-                    )
-                    pipe.xadd(t.dead_letter, entry)
-            ids = [r.id for r in records]
-            pipe.xack(t.stream, t.group, *ids)
-            if t.delete_on_ack:
-                pipe.xdel(t.stream, *ids)
-            await pipe.execute()
-        metrics.DEAD_LETTERED.labels(self.fn.name).inc(len(records))
-        metrics.RECORDS.labels(self.fn.name, "dead_lettered").inc(len(records))
+        metrics.DEAD_LETTERED.labels(self.fn.name).inc(int(buried))
+        metrics.RECORDS.labels(self.fn.name, "dead_lettered").inc(int(buried))
 
 
 def _records(reply: Any, attempt: int) -> list[StreamRecord]:
     records: list[StreamRecord] = []
     for _stream, entries in reply or []:
         records.extend(
-            StreamRecord(id=i, fields=f, attempt=attempt) for i, f in entries if f is not None
+            StreamRecord(id=i, fields=f, attempt=attempt)
+            for i, f in entries
+            if i is not None and f is not None
         )
     return records

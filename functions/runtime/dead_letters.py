@@ -1,0 +1,173 @@
+"""Inspect and replay a function's dead letters (its dead-letter stream or topic)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from confluent_kafka import Consumer, TopicPartition
+
+from functions.batch import ORIGIN_FIELD
+from functions.deps import Deps
+from functions.registry import Function
+from functions.runtime import kafka_topic, redis_stream
+from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
+
+# Header a replayed Kafka record carries: where in the dead-letter topic it came from.
+REPLAY_HEADER = "replay_of"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead letter: where it sits, what failed, how often, and its original payload."""
+
+    id: str
+    source: str
+    error: str
+    attempts: int
+    payload: dict[str, str]
+
+
+class NoDeadLetters(ValueError):
+    """The function declares no dead-letter stream or topic."""
+
+
+def _target(fn: Function) -> RedisStream | KafkaTopic:
+    trigger = fn.trigger
+    match trigger:
+        case RedisStream() | KafkaTopic():
+            if not trigger.dead_letter:
+                raise NoDeadLetters(f"function {fn.name} declares no dead letter")
+            return trigger
+        case HttpRoute() | Schedule():
+            raise NoDeadLetters(f"function {fn.name} is not triggered by a stream or a topic")
+        case _:
+            assert_never(trigger)
+
+
+async def list_dead_letters(fn: Function, deps: Deps, limit: int = 100) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters of ``fn``."""
+    trigger = _target(fn)
+    if isinstance(trigger, RedisStream):
+        assert trigger.dead_letter
+        redis: Any = deps.redis
+        rows = await redis.xrange(trigger.dead_letter, count=limit)
+        return [_from_stream(entry_id, fields) for entry_id, fields in rows]
+    return await asyncio.to_thread(_read_topic, trigger, deps, limit)
+
+
+async def replay(fn: Function, deps: Deps, ids: Sequence[str] | None) -> list[str]:
+    """Put dead letters (``ids``, or all when None) back on the function's input; their ids."""
+    trigger = _target(fn)
+    if isinstance(trigger, RedisStream):
+        return await _replay_stream(trigger, deps, ids)
+    letters = await asyncio.to_thread(_read_topic, trigger, deps, None)
+    chosen = [d for d in letters if ids is None or d.id in set(ids)]
+    await deps.produce(
+        trigger.topic,
+        [
+            (
+                d.payload.get("key") or None,
+                d.payload.get("value", "").encode("utf-8", "surrogateescape"),
+                {REPLAY_HEADER: d.id},
+            )
+            for d in chosen
+        ],
+    )
+    return [d.id for d in chosen]
+
+
+async def _replay_stream(trigger: RedisStream, deps: Deps, ids: Sequence[str] | None) -> list[str]:
+    assert trigger.dead_letter
+    redis: Any = deps.redis
+    rows: list[tuple[str, dict[str, str]]]
+    if ids is None:
+        rows = await redis.xrange(trigger.dead_letter)
+    else:
+        async with redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(trigger.dead_letter, min=entry_id, max=entry_id)
+            rows = [row for found in await pipe.execute() for row in found]
+    replayed: list[str] = []
+    for entry_id, fields in rows:
+        entry = {k: v for k, v in fields.items() if k not in redis_stream.DEAD_LETTER_FIELDS}
+        entry[ORIGIN_FIELD] = fields.get(ORIGIN_FIELD) or fields.get(
+            redis_stream.SOURCE_FIELD, entry_id
+        )
+        # One transaction: a dead letter is either back on the stream or still dead.
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(trigger.stream, entry)
+            pipe.xdel(trigger.dead_letter, entry_id)
+            await pipe.execute()
+        replayed.append(entry_id)
+    return replayed
+
+
+def _from_stream(entry_id: str, fields: dict[str, str]) -> DeadLetter:
+    payload = {k: v for k, v in fields.items() if k not in redis_stream.DEAD_LETTER_FIELDS}
+    return DeadLetter(
+        id=entry_id,
+        source=fields.get(redis_stream.SOURCE_FIELD, ""),
+        error=fields.get(redis_stream.ERROR_FIELD, ""),
+        attempts=int(fields.get(redis_stream.ATTEMPTS_FIELD) or 0),
+        payload=payload,
+    )
+
+
+def _read_topic(trigger: KafkaTopic, deps: Deps, limit: int | None) -> list[DeadLetter]:
+    """Read the dead-letter topic from its start to its current end, committing nothing."""
+    assert trigger.dead_letter
+    consumer = Consumer(
+        {
+            "bootstrap.servers": deps.settings.kafka_bootstrap,
+            "group.id": f"dead-letter-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        topic = consumer.list_topics(trigger.dead_letter, timeout=10).topics[trigger.dead_letter]
+        ends: dict[int, int] = {}
+        starts: list[Any] = []
+        for part in topic.partitions:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(trigger.dead_letter, part), timeout=10
+            )
+            if high > low:
+                ends[part] = high
+                starts.append(TopicPartition(trigger.dead_letter, part, low))
+        consumer.assign(starts)
+        letters: list[DeadLetter] = []
+        open_parts = set(ends)
+        while open_parts and (limit is None or len(letters) < limit):
+            messages = consumer.consume(500, 1.0)
+            if not messages:
+                break
+            for m in messages:
+                part, offset = m.partition(), m.offset()
+                if m.error() is not None or part not in open_parts or offset is None:
+                    continue
+                letters.append(_from_record(m))
+                if offset + 1 >= ends[part]:
+                    open_parts.discard(part)
+        return letters[:limit] if limit is not None else letters
+    finally:
+        consumer.close()
+
+
+def _from_record(m: Any) -> DeadLetter:
+    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (m.headers() or [])}
+    key = m.key()
+    return DeadLetter(
+        id=f"{m.topic()}/{m.partition()}/{m.offset()}",
+        source=headers.get(kafka_topic.SOURCE_HEADER, ""),
+        error=headers.get(kafka_topic.ERROR_HEADER, ""),
+        attempts=int(headers.get(kafka_topic.ATTEMPTS_HEADER) or 0),
+        payload={
+            "key": key.decode("utf-8", "surrogateescape") if key is not None else "",
+            "value": (m.value() or b"").decode("utf-8", "surrogateescape"),
+        },
+    )
