@@ -44,10 +44,8 @@ class LambdaRuntime:
     def __init__(self, fn: Function, deps: Deps) -> None:
         self.fn = fn
         self.deps = deps
-        # One loop for the environment's lifetime: the clients in Deps are bound to it, and
-        # Mangum runs the ASGI app on the thread's current loop.
+        # One loop for the environment's lifetime: the clients in Deps are bound to it.
         self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
         self._handler: Any = fn.load()
         self._http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
 
@@ -72,7 +70,7 @@ class LambdaRuntime:
                     raise ValueError(f"bridge batch for {batch.function!r} sent to {self.fn.name}")
                 return self._run(self._stream(batch))
             case HttpRoute():
-                return self._http_adapter()(event, context)
+                return self._serve_http(event, context)
             case Schedule():
                 tick = ScheduledEvent.parse(event)
                 log.info("scheduled run of %s at %s", self.fn.name, tick.time)
@@ -82,16 +80,23 @@ class LambdaRuntime:
                 assert_never(trigger)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        asyncio.set_event_loop(self.loop)
         return self.loop.run_until_complete(coro)
 
-    def _http_adapter(self) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-        if self._http is None:
-            from mangum import Mangum  # only HTTP functions ship it
+    def _serve_http(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        # Mangum runs the ASGI app on the thread's current loop: make it ours for the call.
+        asyncio.set_event_loop(self.loop)
+        try:
+            if self._http is None:
+                from mangum import Mangum  # only HTTP functions ship it
 
-            asyncio.set_event_loop(self.loop)
-            self._http = Mangum(self._handler, lifespan="off")
-        return self._http
+                self._http = Mangum(self._handler, lifespan="off")
+            return self._http(event, context)
+        finally:
+            asyncio.set_event_loop(None)
+
+    def close(self) -> None:
+        """Close the environment's event loop."""
+        self.loop.close()
 
     async def _batch(self, records: Sequence[Any]) -> BatchResult:
         handler: BatchHandler = self._handler
