@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -24,6 +28,13 @@ class Identity:
     def claim(self, key: str, default: Any = None) -> Any:
         """One claim of the user's token, or ``default``."""
         return dict(self.claims).get(key, default)
+
+    def expired(self, now: float | None = None) -> bool:
+        """True once the token's ``exp`` has passed (never for tokens without one)."""
+        exp = self.claim("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return False
+        return (time.time() if now is None else now) >= exp
 
 
 def _check_user(user: object) -> str:
@@ -88,3 +99,41 @@ def authenticate_http(headers: Any, settings: Settings) -> Identity:
     if settings.dev_auth and user:
         return Identity(user=_check_user(user))
     raise ContractError(ErrorCode.UNAUTHORIZED, "missing token: send Authorization: Bearer <JWT>")
+
+
+ROOMS_CLAIM = "rooms"
+
+
+@lru_cache(maxsize=64)
+def room_patterns(spec: str) -> tuple[str, ...]:
+    """The glob patterns of a comma-separated list, blanks dropped."""
+    return tuple(p for p in (part.strip() for part in spec.split(",")) if p)
+
+
+def is_private(room: str, settings: Settings) -> bool:
+    """True when ``room`` matches one of the configured private-room patterns."""
+    return any(fnmatchcase(room, p) for p in room_patterns(settings.private_rooms))
+
+
+def _granted(claim: object) -> Iterable[str]:
+    # A single string is accepted as a comma-separated list, as issuers often write scopes.
+    if isinstance(claim, str):
+        return room_patterns(claim)
+    if isinstance(claim, list | tuple):
+        return (p for p in claim if isinstance(p, str))
+    return ()
+
+
+def authorize_room(identity: Identity, room: str, settings: Settings) -> None:
+    """Raise ``forbidden`` unless ``identity`` may read and write ``room``.
+
+    Public rooms are open to every authenticated user. A room matching ``settings.private_rooms``
+    (comma-separated globs, ``CHAT_PRIVATE_ROOMS``) needs a token claim ``rooms``: a list of room
+    names or globs (or one comma-separated string), one of which matches the room. Dev-mode
+    identities carry no claims, so they never enter private rooms.
+    """
+    if not is_private(room, settings):
+        return
+    if any(fnmatchcase(room, pattern) for pattern in _granted(identity.claim(ROOMS_CLAIM))):
+        return
+    raise ContractError(ErrorCode.FORBIDDEN, f"room {room!r} is private and not granted to you")

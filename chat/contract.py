@@ -17,7 +17,9 @@ MAX_TEXT_CHARS = 4000
 MAX_CLIENT_MSG_ID_CHARS = 64
 
 Room = Annotated[str, msgspec.Meta(pattern=ROOM_PATTERN)]
-Seq = Annotated[int, msgspec.Meta(ge=0)]
+# Bounded by Redis stream ids and PostgreSQL bigint: a larger one is bad input, not a server error.
+MAX_SEQ = 2**63 - 1
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 T = TypeVar("T")
 
 

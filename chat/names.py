@@ -34,3 +34,13 @@ def dedup_key(room: str, message_id: str) -> str:
 def sio_room(room: str) -> str:
     """Socket.IO room of a chat room; prefixed so it can never name a socket id."""
     return f"r:{room}"
+
+
+def presence_key(room: str) -> str:
+    """Sorted set of the room's present sockets across nodes, scored by last heartbeat (ms)."""
+    return f"{_room_tag(room)}:presence"
+
+
+def rate_limit_key(user: str, bucket: str) -> str:
+    """A user's rate-limit bucket; one hash tag per user so a check spans its buckets atomically."""
+    return f"chat:rl:{{u:{user}}}:{bucket}"

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import resource
 import sys
 
 import uvicorn
 
 from chat.logs import configure_logging
+from chat.settings import Settings
 from realtime.app import build_app
+
+log = logging.getLogger("realtime")
+
+# Engine.IO frames its packets inside the WebSocket message: a little room above the payload cap.
+_FRAME_OVERHEAD = 1024
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one: each socket holds a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            log.warning("could not raise the open-files limit", extra={"soft": soft, "hard": hard})
+    return soft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,13 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     configure_logging()
+    raise_fd_limit()
+    settings = Settings.from_env()
     uvicorn.run(
-        build_app(),
+        build_app(settings),
         host=args.host,
         port=args.port,
         log_level="warning",
         access_log=False,
         ws="websockets-sansio",
+        # Oversized frames are refused by the protocol layer before they are buffered whole.
+        ws_max_size=settings.max_payload_bytes + _FRAME_OVERHEAD,
+        # Engine.IO pings every socket already; a second, WebSocket-level ping only costs CPU.
+        ws_ping_interval=None,
+        # A deflate context costs tens of KB per socket; chat frames are small, idle sockets many.
+        ws_per_message_deflate=False,
+        # Idle sockets by the thousand: the backlog absorbs reconnect storms after a node dies.
+        backlog=4096,
         timeout_graceful_shutdown=5,
     )
     return 0

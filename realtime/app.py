@@ -42,16 +42,21 @@ def build_app(settings: Settings | None = None) -> Any:
                 "status": "ok",
                 "node": settings.node_id,
                 "connections": len(gateway.conns),
+                "rooms": len(gateway.rooms),
                 "checks": {"redis": "ok"},
             }
         )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        gateway.start()
         try:
             yield
         finally:
-            await redis.aclose()
+            try:
+                await gateway.stop()
+            finally:
+                await redis.aclose()
 
     http = Starlette(
         routes=[

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 import socketio
 
 from chat import names
-from chat.auth import Identity, authenticate
+from chat.auth import Identity, authenticate, authorize_room
 from chat.contract import (
     ContractError,
     ErrorCode,
@@ -28,16 +31,20 @@ from chat.contract import (
     utc_now_iso,
 )
 from chat.ids import message_id
+from chat.presence import Presence, Snapshot, parse_member
+from chat.ratelimit import RateLimiter, parse_limits
 from chat.settings import Settings
 from realtime import metrics
 from realtime.fanout import FanoutManager
 
 log = logging.getLogger("realtime.gateway")
 
-R = TypeVar("R")
 Ack = dict[str, Any]
 
 _decode_message = msgspec.json.Decoder().decode
+# Rooms per heartbeat pipeline: bounds one round trip's size on a node with many rooms.
+_HEARTBEAT_CHUNK = 500
+_STOP_TIMEOUT_S = 3.0
 
 
 @dataclass(slots=True)
@@ -46,6 +53,8 @@ class Connection:
 
     identity: Identity
     rooms: set[str] = field(default_factory=set)
+    # The token's exp, read once: the heartbeat checks every socket against it.
+    expires_at: float | None = None
 
 
 class Gateway:
@@ -54,6 +63,8 @@ class Gateway:
     def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
         self.settings = settings
         self.redis = redis
+        self.limiter = RateLimiter(redis, parse_limits(settings.rate_limits))
+        self.presence = Presence(redis, settings.node_id, settings.presence_ttl_s)
         self.manager = FanoutManager(settings.redis_url, channel=settings.fanout_channel)
         origins: str | list[str] = (
             "*" if settings.cors_origins.strip() == "*" else settings.cors_origins.split(",")
@@ -69,6 +80,9 @@ class Gateway:
             engineio_logger=False,
         )
         self.conns: dict[str, Connection] = {}
+        # chat room -> sid -> user, for this node's sockets: presence heartbeats walk it.
+        self.rooms: dict[str, dict[str, str]] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self.sio.on("connect", self.connect)
         self.sio.on("disconnect", self.disconnect)
         self.sio.on("join", self._event("join", self.join))
@@ -76,6 +90,34 @@ class Gateway:
         self.sio.on("send", self._event("send", self.send))
         self.sio.on("typing", self._event("typing", self.typing))
         self.sio.on("*", self.unknown)
+
+    # ----- lifecycle -----
+
+    def start(self) -> None:
+        """Start the presence heartbeat."""
+        if self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+
+    async def stop(self) -> None:
+        """Stop the heartbeat and withdraw this node's sockets from presence."""
+        task, self._heartbeat_task = self._heartbeat_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        members = self._members_by_room()
+        self.rooms.clear()
+        if not members:
+            return
+        try:
+            async with asyncio.timeout(_STOP_TIMEOUT_S):
+                for snapshot in await self.presence.remove_all(members):
+                    await self._announce(snapshot, "leave")
+        except Exception:
+            # Peers drop these members when their TTL passes, as for a crashed node.
+            log.warning("could not withdraw presence on stop", exc_info=True)
+
+    # ----- event plumbing -----
 
     def _event(
         self, name: str, handler: Callable[[str, Connection, Any], Awaitable[Ack]]
@@ -90,72 +132,217 @@ class Gateway:
             try:
                 if conn is None:
                     raise ContractError(ErrorCode.UNAUTHORIZED, "not connected")
+                if conn.expires_at is not None and time.time() >= conn.expires_at:
+                    raise ContractError(
+                        ErrorCode.UNAUTHORIZED, "token expired: reconnect with a fresh token"
+                    )
                 ack = await handler(sid, conn, payload)
             except ContractError as exc:
                 ack = exc.ack()
             except Exception:
                 log.exception("%s failed", name, extra={"event": name, "sid": sid})
                 ack = error_ack(ErrorCode.UNAVAILABLE, "temporarily unavailable; retry")
-            outcome = "ok" if ack.get("ok") else ack["error"]["code"]
-            metrics.ACKS.labels(name, outcome).inc()
+            if ack.get("ok"):
+                metrics.ACKS.labels(name, "ok").inc()
+            else:
+                code = ack["error"]["code"]
+                metrics.ACKS.labels(name, code).inc()
+                metrics.ERRORS.labels(code).inc()
             return ack
 
         return wrapped
 
-    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    def _spoofed(self, sid: str, event: str) -> Ack | None:
+        """An error ack when a connected client sent a reserved event name as a plain event."""
+        # Socket.IO routes a client's event named "connect" or "disconnect" to the same handler
+        # as the real thing; only a real one sees the socket still connecting or disconnecting.
+        if not self.manager.is_connected(sid, "/"):
+            return None
+        metrics.EVENTS_IN.labels("unknown").inc()
+        metrics.ACKS.labels("unknown", str(ErrorCode.INVALID_PAYLOAD)).inc()
+        metrics.ERRORS.labels(str(ErrorCode.INVALID_PAYLOAD)).inc()
+        return error_ack(ErrorCode.INVALID_PAYLOAD, f"{event!r} is a reserved event name")
+
+    async def connect(self, sid: str, *args: Any) -> Ack | None:
         """Authenticate the socket or refuse it with ``{code, message}``."""
+        if (spoofed := self._spoofed(sid, "connect")) is not None:
+            return spoofed
+        auth = args[1] if len(args) > 1 else None
         try:
             identity = authenticate(auth, self.settings)
         except ContractError as exc:
             metrics.ACKS.labels("connect", str(exc.code)).inc()
+            metrics.ERRORS.labels(str(exc.code)).inc()
             refused = socketio.exceptions.ConnectionRefusedError(exc.message)
             body = {"code": str(exc.code), "message": exc.message}
             # The JS client exposes `data`; the Python client passes the whole object.
             refused.error_args = {**body, "data": body}
             raise refused from None
-        self.conns[sid] = Connection(identity=identity)
+        exp = identity.claim("exp")
+        expires_at = (
+            float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+        )
+        self.conns[sid] = Connection(identity=identity, expires_at=expires_at)
         metrics.CONNECTIONS.inc()
+        return None
 
-    async def disconnect(self, sid: str, *_: Any) -> None:
-        """Forget the socket."""
-        if self.conns.pop(sid, None) is not None:
-            metrics.CONNECTIONS.dec()
+    async def disconnect(self, sid: str, *_: Any) -> Ack | None:
+        """Forget the socket and withdraw it from the presence of its rooms."""
+        if (spoofed := self._spoofed(sid, "disconnect")) is not None:
+            return spoofed
+        conn = self.conns.pop(sid, None)
+        if conn is None:
+            return None
+        metrics.CONNECTIONS.dec()
+        user = conn.identity.user
+        for room in list(conn.rooms):
+            self._forget(room, sid)
+        for room in conn.rooms:
+            try:
+                await self._announce(await self.presence.leave(room, sid, user), "leave")
+            except Exception:
+                # Its entries expire with the TTL, like those of a crashed node.
+                log.warning("presence leave failed", exc_info=True, extra={"room": room})
+        return None
 
     async def unknown(self, event: str, sid: str, *_: Any) -> Ack:
         """Any event outside the contract."""
         metrics.EVENTS_IN.labels("unknown").inc()
-        return error_ack(ErrorCode.INVALID_PAYLOAD, f"unknown event {event[:64]!r}")
+        metrics.ACKS.labels("unknown", str(ErrorCode.INVALID_PAYLOAD)).inc()
+        metrics.ERRORS.labels(str(ErrorCode.INVALID_PAYLOAD)).inc()
+        return error_ack(ErrorCode.INVALID_PAYLOAD, f"unknown event {str(event)[:64]!r}")
+
+    # ----- local room index -----
+
+    def _remember(self, room: str, sid: str, user: str) -> None:
+        sids = self.rooms.get(room)
+        if sids is None:
+            sids = self.rooms[room] = {}
+            metrics.ROOMS.inc()
+        if sid not in sids:
+            sids[sid] = user
+            metrics.MEMBERSHIPS.inc()
+
+    def _forget(self, room: str, sid: str) -> None:
+        sids = self.rooms.get(room)
+        if sids is None or sids.pop(sid, None) is None:
+            return
+        metrics.MEMBERSHIPS.dec()
+        if not sids:
+            del self.rooms[room]
+            metrics.ROOMS.dec()
+
+    # ----- presence -----
+
+    async def _announce(self, snapshot: Snapshot, cause: str) -> None:
+        """Tell every node's members of a room who is in it, when that changed."""
+        if snapshot.changed:
+            metrics.PRESENCE_CHANGES.labels(cause).inc()
+            await self.sio.emit(
+                "presence",
+                {"room": snapshot.room, "users": snapshot.users},
+                room=names.sio_room(snapshot.room),
+            )
+
+    def _members_by_room(self, rooms: Iterable[str] | None = None) -> dict[str, list[str]]:
+        chosen = self.rooms if rooms is None else {r: self.rooms[r] for r in rooms}
+        return {
+            room: [self.presence.member(sid, user) for sid, user in sids.items()]
+            for room, sids in chosen.items()
+        }
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.presence_heartbeat_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.heartbeat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.HEARTBEAT_FAILURES.inc()
+                log.warning("presence heartbeat failed", exc_info=True)
+
+    async def heartbeat(self) -> None:
+        """Refresh this node's presence entries, announce expiries, drop expired tokens."""
+        rooms = list(self.rooms)
+        for start in range(0, len(rooms), _HEARTBEAT_CHUNK):
+            chunk = self._members_by_room(
+                r for r in rooms[start : start + _HEARTBEAT_CHUNK] if r in self.rooms
+            )
+            for snapshot in await self.presence.heartbeat(chunk):
+                await self._announce(snapshot, "expiry")
+                await self._restore(snapshot)
+        now = time.time()
+        expired = [
+            sid for sid, c in self.conns.items() if c.expires_at is not None and now >= c.expires_at
+        ]
+        for sid in expired:
+            await self.sio.disconnect(sid)
+
+    async def _restore(self, snapshot: Snapshot) -> None:
+        """Re-add sockets whose entries expired while they were still here (a long stall)."""
+        for entry in snapshot.missing:
+            _node, sid, user = parse_member(entry)
+            if sid in self.rooms.get(snapshot.room, {}):
+                await self._announce(await self.presence.enter(snapshot.room, sid, user), "join")
+
+    # ----- client events -----
 
     async def join(self, sid: str, conn: Connection, payload: Any) -> Ack:
         """Enter a room; with ``since_seq``, replay what the socket missed before the ack."""
         request = parse(JoinRequest, payload)
         room, sio_room = request.room, names.sio_room(request.room)
+        user = conn.identity.user
+        authorize_room(conn.identity, room, self.settings)
         if room not in conn.rooms and len(conn.rooms) >= self.settings.max_rooms_per_socket:
             raise ContractError(
                 ErrorCode.TOO_MANY_ROOMS,
                 f"a socket may join at most {self.settings.max_rooms_per_socket} rooms",
             )
+        await self.limiter.check("join", user, sid)
         if request.since_seq is None:
             await self.sio.enter_room(sid, sio_room)
-            conn.rooms.add(room)
+            self._joined(conn, room, sid)
             last_seq = int(await self.redis.get(names.seq_key(room)) or 0)
+            await self._present(room, sid, user)
             return ok_ack(room=room, last_seq=last_seq)
 
         self.manager.hold(sid, sio_room)
         try:
             await self.sio.enter_room(sid, sio_room)
-            conn.rooms.add(room)
+            self._joined(conn, room, sid)
             last_seq, gap, replayed = await self._replay(sid, room, request.since_seq)
         finally:
             held = self.manager.release(sid, sio_room)
         for message in held:
             if int(message.get("seq", 0)) > replayed:
-                await self.sio.emit("message", message, to=sid)
+                await self.manager.emit_local("message", message, sid)
                 replayed = int(message["seq"])
+        await self._present(room, sid, user)
         ack = ok_ack(room=room, last_seq=max(last_seq, replayed))
         if gap:
             ack["gap"] = True
         return ack
+
+    def _joined(self, conn: Connection, room: str, sid: str) -> None:
+        if self.conns.get(sid) is not conn:
+            # It disconnected while this join awaited: indexing it now would keep a ghost.
+            raise ContractError(ErrorCode.UNAUTHORIZED, "not connected")
+        conn.rooms.add(room)
+        self._remember(room, sid, conn.identity.user)
+
+    async def _present(self, room: str, sid: str, user: str) -> None:
+        """Add the socket to the room's presence; the joiner always learns who is there."""
+        snapshot = await self.presence.enter(room, sid, user)
+        if sid not in self.conns:
+            # Its disconnect's removal may have reached Redis first: remove it again.
+            await self.presence.leave(room, sid, user)
+            return
+        if snapshot.changed:
+            await self._announce(snapshot, "join")
+        else:
+            await self.manager.emit_local("presence", {"room": room, "users": snapshot.users}, sid)
 
     async def _replay(self, sid: str, room: str, since: int) -> tuple[int, bool, int]:
         """Emit the recent log after ``since``; return (last_seq, gap, last seq sent)."""
@@ -171,7 +358,7 @@ class Gateway:
             seq = int(message["seq"])
             if seq != sent + 1:
                 gap = True  # older entries were trimmed from the capped log
-            await self.sio.emit("message", message, to=sid)
+            await self.manager.emit_local("message", message, sid)
             sent = seq
         if sent < last_seq:
             gap = True
@@ -180,8 +367,12 @@ class Gateway:
     async def leave(self, sid: str, conn: Connection, payload: Any) -> Ack:
         """Leave a room (a no-op when not in it)."""
         request = parse(LeaveRequest, payload)
-        await self.sio.leave_room(sid, names.sio_room(request.room))
-        conn.rooms.discard(request.room)
+        room = request.room
+        await self.sio.leave_room(sid, names.sio_room(room))
+        if room in conn.rooms:
+            conn.rooms.discard(room)
+            self._forget(room, sid)
+            await self._announce(await self.presence.leave(room, sid, conn.identity.user), "leave")
         return ok_ack()
 
     async def send(self, sid: str, conn: Connection, payload: Any) -> Ack:
@@ -190,6 +381,7 @@ class Gateway:
         if request.room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} before sending")
         sender = conn.identity.user
+        await self.limiter.check("send", sender, sid)
         fields = inbound_fields(request, sender=sender, ts=utc_now_iso())
         await self.redis.xadd(names.INBOUND_STREAM, fields)  # type: ignore[arg-type]
         return ok_ack(id=message_id(sender, request.room, request.client_msg_id))
@@ -199,6 +391,7 @@ class Gateway:
         request = parse(TypingRequest, payload)
         if request.room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} first")
+        await self.limiter.check("typing", conn.identity.user, sid)
         await self.sio.emit(
             "typing",
             {"room": request.room, "user": conn.identity.user, "typing": request.typing},
