@@ -46,7 +46,7 @@ class Settings:
     # (a crashed node's) is dropped, so the TTL plus one heartbeat bounds how long it lingers.
     presence_heartbeat_s: int = 3
     presence_ttl_s: int = 10
-    # Limits held in Redis across nodes: "<event>.<user|socket>=<per second>:<burst>", comma-separated.
+    # Limits held in Redis across nodes, comma-separated "<event>.<user|socket>=<per s>:<burst>".
     rate_limits: str = "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100"
     # Messages older than this many days are deleted by the retention function; 0 keeps them all.
     retention_days: int = 0
