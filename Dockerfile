@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1.7
+# One image for the gateway, the function host and the Redis-stream bridge; the command picks:
+#   python -m realtime --host 0.0.0.0 --port 8000
+#   python -m functions host --host 0.0.0.0 --port 8080
+#   python -m functions.aws.bridge --function message --lambda <name>
+
+FROM node:22-slim AS web
+WORKDIR /src
+COPY package.json package-lock.json* ./
+# Only the browser page's Socket.IO client; nothing from npm runs in the image.
+RUN npm install --omit=dev --no-audit --no-fund
+
+FROM python:3.12-slim AS deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
+
+FROM python:3.12-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN useradd --system --uid 10001 --home-dir /app chat
+WORKDIR /app
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=web /src/node_modules/socket.io-client/dist /app/node_modules/socket.io-client/dist
+COPY chat ./chat
+COPY functions ./functions
+COPY realtime ./realtime
+USER chat
+EXPOSE 8000 8080
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "realtime", "--host", "0.0.0.0", "--port", "8000"]

