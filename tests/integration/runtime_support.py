@@ -13,7 +13,9 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from chat.settings import Settings
 from devstack import Stack
+from functions.deps import Deps
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = "tests.integration.runtime_handlers:FUNCTIONS"
@@ -130,3 +132,16 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(every_s)
+
+
+def stack_deps(stack: Stack) -> Deps:
+    """Clients of the session stack for the test process itself."""
+    env = stack.env()
+    return Deps(
+        Settings(
+            environment="test",
+            redis_url=env["CHAT_REDIS_URL"],
+            kafka_bootstrap=env["CHAT_KAFKA_BOOTSTRAP"],
+            postgres_dsn=env["CHAT_POSTGRES_DSN"],
+        )
+    )

@@ -13,12 +13,11 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from chat.settings import Settings
 from devstack import Stack
 from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
-from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, eventually
+from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, eventually, stack_deps
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -30,15 +29,7 @@ def test_id() -> str:
 
 @pytest.fixture
 async def deps(stack: Stack) -> AsyncIterator[Deps]:
-    env = stack.env()
-    deps = Deps(
-        Settings(
-            environment="test",
-            redis_url=env["CHAT_REDIS_URL"],
-            kafka_bootstrap=env["CHAT_KAFKA_BOOTSTRAP"],
-            postgres_dsn=env["CHAT_POSTGRES_DSN"],
-        )
-    )
+    deps = stack_deps(stack)
     yield deps
     await deps.aclose()
 
