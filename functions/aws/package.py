@@ -156,6 +156,8 @@ def closure(roots: Sequence[str]) -> Closure:
             continue
         path = _module_file(name)
         if path is None:
+            if name in roots:
+                raise LookupError(f"module {name} not found (named by an archive's roots)")
             # ``from package import name`` where name is an attribute, not a module.
             continue
         result.files[name] = path

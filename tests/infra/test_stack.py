@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,9 @@ def test_each_function_has_exactly_its_trigger(deployed: Deployed) -> None:
                 assert set(trigger.routes) <= keys
             case Schedule():
                 (rule,) = [r for r in rules if r.name == name]
-                assert rule.inputs["scheduleExpression"] == "rate(5 minutes)"
+                minutes = math.ceil(trigger.every_s / 60)
+                unit = "minutes" if minutes > 1 else "minute"
+                assert rule.inputs["scheduleExpression"] == f"rate({minutes} {unit})"
                 deployed.named("aws:cloudwatch/eventTarget:EventTarget", name)
             case RedisStream():
                 (service,) = [s for s in bridges if s.name == f"{name}-bridge"]

@@ -12,6 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from chat.settings import Settings
 from functions import deps as deps_module
@@ -247,23 +251,57 @@ def _local_http(app: Any, event: dict[str, Any]) -> httpx.Response:
     return asyncio.run(call())
 
 
-def test_api_gateway_event_reaches_the_history_app_like_a_local_request(
-    fake_deps: FakeDeps,
+async def _room_messages(request: Request) -> JSONResponse:
+    limit = int(request.query_params.get("limit", "50"))
+    if not 1 <= limit <= 200:
+        return JSONResponse({"error": {"code": "invalid_parameter", "message": "limit"}}, 400)
+    return JSONResponse(
+        {"room": request.path_params["room"], "limit": limit, "user": request.headers["x-user"]}
+    )
+
+
+# An HTTP function's ASGI app, shaped like the history function's route.
+probe_app = Starlette(routes=[Route("/rooms/{room}/messages", _room_messages)])
+
+
+@pytest.mark.parametrize("query", ["limit=500", "limit=20"])
+def test_api_gateway_event_reaches_the_app_like_a_local_request(
+    fake_deps: FakeDeps, query: str
 ) -> None:
-    # GIVEN the recorded API Gateway v2 request (limit=500 is out of range: no database needed)
+    # GIVEN the recorded API Gateway v2 request and an HTTP function
     event = _fixture("apigw_v2_event.json")
-    history = REGISTRY["history"]
-    assert isinstance(history.trigger, HttpRoute)
-    runtime = _runtime(history, fake_deps)
+    event["rawQueryString"] = query
+    event["queryStringParameters"] = dict([query.split("=")])
+    fn = Function(
+        name="probe",
+        handler="test_aws_adapters:probe_app",
+        trigger=HttpRoute(routes=("GET /rooms/{room}/messages",)),
+    )
+    runtime = _runtime(fn, fake_deps)
     try:
-        # WHEN Lambda hands it to the history function
+        # WHEN Lambda hands it to the function
         reply = runtime(copy.deepcopy(event), None)
     finally:
         runtime.close()
-    # THEN it answers exactly what the same app answers locally
-    local = _local_http(history.load(), event)
+    # THEN it answers exactly what the same app answers to the same request locally
+    local = _local_http(probe_app, event)
     assert reply is not None
-    assert reply["statusCode"] == local.status_code == 400
+    assert reply["statusCode"] == local.status_code
     body = base64.b64decode(reply["body"]) if reply.get("isBase64Encoded") else reply["body"]
     assert json.loads(body) == local.json()
-    assert local.json()["error"]["code"] == "invalid_parameter"
+    if query == "limit=20":
+        assert local.json() == {"room": "lobby", "limit": 20, "user": "alice"}
+
+
+def test_each_archive_holds_its_handler_and_only_what_it_imports() -> None:
+    from functions.aws.package import archives, closure
+
+    for archive in archives(list(REGISTRY.values())):
+        found = closure(archive.roots)
+        assert set(archive.roots) <= set(found.files)
+        assert not any(m.startswith(("realtime", "devstack", "infra")) for m in found.files)
+    persist = closure(["functions.persist", "functions.aws.lambda_handler"])
+    assert "functions.history" not in persist.files
+    assert "mangum" not in persist.third_party
+    with pytest.raises(LookupError):
+        closure(["functions.no_such_module"])
