@@ -1,0 +1,83 @@
+"""Rooms and memberships: a room exists from its first message or from an explicit creation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from chat.users import display_name
+
+
+class Room(msgspec.Struct, frozen=True):
+    """A room's metadata, as the rooms route returns it."""
+
+    name: str
+    display_name: str | None
+    created_by: str | None
+    created_at: str
+    members: int
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def ensure_user(conn: AsyncConnection[Any], user: str) -> None:
+    """Create the user row if it is missing (rooms and memberships reference it)."""
+    await conn.execute("INSERT INTO users (id) VALUES (%s) ON CONFLICT DO NOTHING", (user,))
+
+
+async def create_room(
+    conn: AsyncConnection[Any], name: str, title: str | None, created_by: str
+) -> Room:
+    """Create ``name`` (or set its display name when it exists); the creator becomes a member."""
+    title = display_name(title)
+    async with conn.transaction():
+        await ensure_user(conn, created_by)
+        await conn.execute(
+            """
+            INSERT INTO rooms AS r (name, display_name, created_by) VALUES (%s, %s, %s)
+            ON CONFLICT (name) DO UPDATE
+            SET display_name = coalesce(excluded.display_name, r.display_name),
+                created_by = coalesce(r.created_by, excluded.created_by)
+            """,
+            (name, title, created_by),
+        )
+        await add_member(conn, name, created_by)
+    room = await get_room(conn, name)
+    assert room is not None, "the room was created in this transaction"
+    return room
+
+
+async def get_room(conn: AsyncConnection[Any], name: str) -> Room | None:
+    """The room called ``name`` with its member count, or None."""
+    cur = await conn.execute(
+        """
+        SELECT r.name, r.display_name, r.created_by, r.created_at,
+               (SELECT count(*) FROM memberships m WHERE m.room = r.name)
+        FROM rooms r WHERE r.name = %s
+        """,
+        (name,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Room(
+        name=row[0], display_name=row[1], created_by=row[2], created_at=_iso(row[3]), members=row[4]
+    )
+
+
+async def add_member(conn: AsyncConnection[Any], room: str, user: str) -> None:
+    """Make ``user`` a member of ``room`` (both must exist); a no-op when already one."""
+    await conn.execute(
+        "INSERT INTO memberships (room, user_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (room, user),
+    )
+
+
+async def remove_member(conn: AsyncConnection[Any], room: str, user: str) -> None:
+    """End ``user``'s membership of ``room``; a no-op when not a member."""
+    await conn.execute("DELETE FROM memberships WHERE room = %s AND user_id = %s", (room, user))
