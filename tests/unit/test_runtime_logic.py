@@ -86,7 +86,7 @@ def test_the_cli_reads_another_registry_and_names_the_valid_functions() -> None:
     functions = load_registry("functions.registry:FUNCTIONS")
     assert list(functions) == list(REGISTRY)
     assert [f.name for f in select(functions, ["persist"])] == ["persist"]
-    with pytest.raises(KeyError, match="known: .*persist"):
+    with pytest.raises(KeyError, match=r"known: .*persist"):
         select(functions, ["nope"])
     with pytest.raises(ValueError, match="module:attribute"):
         load_registry("functions.registry")
