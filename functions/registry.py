@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat import names
-from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Trigger, check_name
+from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule, Trigger, check_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,40 @@ FUNCTIONS: tuple[Function, ...] = (
         trigger=HttpRoute(routes=("GET /rooms/{room}/messages",)),
         timeout_s=10.0,
         description="Room history pages and catch-up, newest messages merged from the recent log.",
+    ),
+    Function(
+        name="search",
+        handler="functions.search:app",
+        trigger=HttpRoute(routes=("GET /rooms/{room}/search",)),
+        timeout_s=10.0,
+        description="Full-text search of a room's stored messages, ranked, paged by cursor.",
+    ),
+    Function(
+        name="rooms",
+        handler="functions.rooms:app",
+        trigger=HttpRoute(routes=("GET /rooms/{room}", "PUT /rooms/{room}")),
+        timeout_s=10.0,
+        description="Create a room with a display name; read a room's metadata.",
+    ),
+    Function(
+        name="analytics",
+        handler="functions.analytics:app",
+        trigger=HttpRoute(
+            routes=(
+                "GET /analytics/rooms/{room}/daily",
+                "GET /analytics/active-users",
+                "GET /analytics/busiest-rooms",
+            )
+        ),
+        timeout_s=10.0,
+        description="Messages per room per day, active users per day, busiest rooms.",
+    ),
+    Function(
+        name="retention",
+        handler="functions.retention:run",
+        trigger=Schedule(every_s=3600),
+        timeout_s=60.0,
+        description="Delete messages older than CHAT_RETENTION_DAYS (off when 0).",
     ),
 )
 

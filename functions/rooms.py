@@ -1,0 +1,55 @@
+"""The rooms function: create a room with a display name, read a room's metadata."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chat.contract import ContractError, ErrorCode
+from chat.rooms import create_room, get_room
+from chat.users import MAX_DISPLAY_NAME_CHARS
+from functions import deps as deps_module
+from functions.web import bad, identify, json_app, readable_room
+
+MAX_BODY_BYTES = 4096
+
+
+async def put_room(request: Request) -> Response:
+    """PUT /rooms/{room} {"display_name": str}: create the room, or rename it; caller joins."""
+    identity = await identify(request)
+    room = readable_room(request, identity)
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise bad(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        payload = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ContractError(ErrorCode.INVALID_PAYLOAD, "the body must be JSON") from None
+    title = payload.get("display_name") if isinstance(payload, dict) else None
+    if title is not None and (
+        not isinstance(title, str)
+        or not 1 <= len(title.strip()) <= MAX_DISPLAY_NAME_CHARS
+        or not title.isprintable()
+    ):
+        raise bad(f"display_name must be 1..{MAX_DISPLAY_NAME_CHARS} printable characters")
+    pool = await deps_module.current().pool()
+    async with pool.connection() as conn:
+        created = await create_room(conn, room, title, identity.user)
+    return JSONResponse(msgspec.to_builtins(created))
+
+
+async def room_info(request: Request) -> Response:
+    """GET /rooms/{room}: the room's metadata and member count, 404 when it does not exist."""
+    room = readable_room(request, await identify(request))
+    pool = await deps_module.current().pool()
+    async with pool.connection() as conn:
+        found = await get_room(conn, room)
+    if found is None:
+        raise ContractError(ErrorCode.NOT_FOUND, f"no room {room!r}")
+    return JSONResponse(msgspec.to_builtins(found))
+
+
+app = json_app([("/rooms/{room}", room_info, ["GET"]), ("/rooms/{room}", put_room, ["PUT"])])
