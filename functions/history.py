@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -68,33 +69,48 @@ def _params(request: Request, identity: Identity) -> tuple[str, int, int | None,
     return room, limit, before, after
 
 
+class _Page(msgspec.Struct):
+    room: str
+    messages: list[Message]
+    next_before_seq: int | None
+
+
+_encode_page = msgspec.json.Encoder().encode
+
+
+async def _stored(sql: str, params: tuple[object, ...]) -> list[Message]:
+    pool = await deps_module.current().pool()
+    async with pool.connection() as conn:
+        cur = await conn.execute(sql, params)
+        return [_row_to_message(r) for r in await cur.fetchall()]
+
+
 async def messages(request: Request) -> Response:
     """GET /rooms/{room}/messages: newest page, older pages (before_seq) or catch-up (after_seq)."""
     room, limit, before, after = _params(request, await identify(request))
-    deps = deps_module.current()
-    pool = await deps.pool()
+    # PostgreSQL and the recent log are read at the same time: a page costs one round trip.
     if after is not None:
-        async with pool.connection() as conn:
-            cur = await conn.execute(_AFTER, (room, after, limit))
-            stored = [_row_to_message(r) for r in await cur.fetchall()]
-        recent = await _recent(room, after + 1, None, limit, newest_first=False)
+        stored, recent = await asyncio.gather(
+            _stored(_AFTER, (room, after, limit)),
+            _recent(room, after + 1, None, limit, newest_first=False),
+        )
     else:
         upper = (before - 1) if before is not None else None
         if upper is not None and upper < 1:
             return JSONResponse({"room": room, "messages": [], "next_before_seq": None})
-        async with pool.connection() as conn:
-            cur = await conn.execute(_UP_TO, (room, upper if upper is not None else 2**62, limit))
-            stored = [_row_to_message(r) for r in await cur.fetchall()]
-        recent = await _recent(room, 1, upper, limit, newest_first=True)
+        stored, recent = await asyncio.gather(
+            _stored(_UP_TO, (room, upper if upper is not None else 2**62, limit)),
+            _recent(room, 1, upper, limit, newest_first=True),
+        )
 
     # While persistence lags, the newest messages are only in the recent log: merge by seq.
     by_seq = {m.seq: m for m in recent}
     by_seq.update((m.seq, m) for m in stored)
     ordered = sorted(by_seq)
     page_seqs = ordered[:limit] if after is not None else ordered[-limit:]
-    page = [msgspec.to_builtins(by_seq[s]) for s in page_seqs]
     next_before = page_seqs[0] if page_seqs and page_seqs[0] > 1 else None
-    return JSONResponse({"room": room, "messages": page, "next_before_seq": next_before})
+    page = _Page(room, [by_seq[s] for s in page_seqs], next_before)
+    return Response(_encode_page(page), media_type="application/json")
 
 
 app = json_app([("/rooms/{room}/messages", messages, ["GET"])])
