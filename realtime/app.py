@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
@@ -19,13 +20,30 @@ from chat.settings import Settings
 from realtime.gateway import Gateway
 
 _HEALTH_TIMEOUT_S = 2.0
+# Every event takes a Redis round trip or two: under a burst, events wait for a connection
+# (up to the timeout) instead of failing when the pool is exhausted, and Redis sees at most
+# this many connections per node.
+_REDIS_CONNECTIONS = 64
+_REDIS_WAIT_S = 5.0
+
+
+def _pooled(client: aioredis.Redis) -> aioredis.Redis:
+    """The same client settings over a pool that waits for a free connection."""
+    base = client.connection_pool
+    pool = aioredis.BlockingConnectionPool(
+        max_connections=_REDIS_CONNECTIONS,
+        timeout=_REDIS_WAIT_S,
+        connection_class=base.connection_class,
+        **base.connection_kwargs,
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def build_app(settings: Settings | None = None) -> Any:
     """The node's ASGI app: Socket.IO at /socket.io/, plus /healthz and /metrics."""
     settings = settings or Settings.from_env()
     settings.require_auth()
-    redis = redis_client(settings)
+    redis = _pooled(redis_client(settings))
     gateway = Gateway(settings, redis)
 
     async def healthz(_: Request) -> JSONResponse:
