@@ -35,7 +35,8 @@ class Settings:
     dedup_ttl_s: int = 24 * 3600
     # How many recent messages each room keeps in Redis for reconnect recovery.
     recent_log_len: int = 1000
-    max_payload_bytes: int = 16 * 1024
+    # A 4,000-character message of 4-byte characters, JSON-escaped, still fits.
+    max_payload_bytes: int = 64 * 1024
     max_rooms_per_socket: int = 100
     # Browser origins allowed to open sockets ("*" in dev; a comma-separated list in prod).
     cors_origins: str = "*"

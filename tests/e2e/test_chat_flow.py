@@ -206,7 +206,7 @@ async def test_an_oversized_frame_is_refused_without_hurting_others(
     await big.connect(full_stack.endpoints()["ws_urls"][1])
     await big.call("join", {"room": room})
     # Over the node's max payload: the engine closes this connection, and no one else's.
-    await big.sio.emit("send", {"room": room, "text": "x" * 40_000, "client_msg_id": "big"})
+    await big.sio.emit("send", {"room": room, "text": "x" * 200_000, "client_msg_id": "big"})
     await until(lambda: not big.sio.connected, "the oversized sender to be cut off", 10)
     await big.sio.disconnect()
     await bob.call("send", {"room": room, "text": "fine", "client_msg_id": "f"})
@@ -243,3 +243,17 @@ async def test_history_answers_bad_parameters_with_json_errors(
         anonymous = await client.get(f"/rooms/{room}/messages")
         assert anonymous.status_code == 401
         assert anonymous.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_longest_message_of_wide_characters_is_accepted_intact(
+    pair: tuple[Member, Member], room: str
+) -> None:
+    ann, bob = pair
+    for m in (ann, bob):
+        await m.call("join", {"room": room})
+    # 4,000 emoji: 16 KB of UTF-8, 48 KB once a client escapes it as JSON.
+    text = "😀" * 4000
+    ack = await ann.call("send", {"room": room, "text": text, "client_msg_id": "wide"})
+    assert ack["ok"] is True, ack
+    await until(lambda: len(bob.seqs(room)) >= 1, "the long message at bob")
+    assert bob.messages[0]["text"] == text
