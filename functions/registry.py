@@ -54,6 +54,9 @@ FUNCTIONS: tuple[Function, ...] = (
             group="message",
             batch_size=200,
             max_wait_ms=5,
+            # Held entries are heartbeated while a batch runs, so this bounds only how long a
+            # dead host's entries wait before another host takes them.
+            visibility_timeout_s=10.0,
             dead_letter=names.INBOUND_DEAD_LETTER,
         ),
         timeout_s=10.0,
