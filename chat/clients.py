@@ -25,10 +25,18 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     )
 
 
+def kafka_connection(settings: Settings) -> dict[str, Any]:
+    """Where and how every Kafka client (producer, consumer, admin) connects."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+
+
 def kafka_producer(settings: Settings, **overrides: Any) -> Producer:
     """An idempotent producer: retries never duplicate or reorder within a partition."""
     config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **kafka_connection(settings),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -50,7 +58,7 @@ def postgres_pool(
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create the Kafka topics the pipeline needs; return the ones that were missing."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_connection(settings))
     wanted = {
         names.MESSAGES_TOPIC: settings.kafka_messages_partitions,
         names.MESSAGES_DEAD_LETTER: 1,

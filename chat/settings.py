@@ -23,6 +23,8 @@ class Settings:
     environment: str = "dev"
     redis_url: str = "redis://127.0.0.1:6379/0"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # PLAINTEXT on a private machine; SSL on MSK's TLS listener (the system CA store verifies it).
+    kafka_security_protocol: str = "PLAINTEXT"
     postgres_dsn: str = "postgresql://chat@127.0.0.1:5432/chat"
     dev_auth: bool = False
     jwt_secret: str | None = None
@@ -59,6 +61,8 @@ class Settings:
             raise ValueError(f"environment must be dev, test or prod, not {self.environment!r}")
         if self.environment == "prod" and self.dev_auth:
             raise ValueError("dev_auth must be off in prod: set CHAT_DEV_AUTH=false")
+        if self.kafka_security_protocol not in {"PLAINTEXT", "SSL"}:
+            raise ValueError("kafka_security_protocol must be PLAINTEXT or SSL")
         if self.environment == "prod" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise ValueError("CHAT_JWT_SECRET must hold at least 32 bytes for HS256 (RFC 7518)")
         if self.dedup_ttl_s <= 0 or self.recent_log_len <= 0:

@@ -110,18 +110,15 @@ class Kafka(pulumi.ComponentResource):
                 "storage_info": {"ebs_storage_info": {"volume_size": args.volume_gb}},
             },
             configuration_info={"arn": settings.arn, "revision": settings.latest_revision},
-            # Brokers talk TLS among themselves; clients may use the in-VPC plaintext listener
-            # until the shared client factory grows TLS settings (see docs/deploy.md).
-            encryption_info={
-                "encryption_in_transit": {"client_broker": "TLS_PLAINTEXT", "in_cluster": True}
-            },
+            # TLS everywhere: clients use the TLS listener (CHAT_KAFKA_SECURITY_PROTOCOL=SSL).
+            encryption_info={"encryption_in_transit": {"client_broker": "TLS", "in_cluster": True}},
             client_authentication={"unauthenticated": True},
             logging_info={
                 "broker_logs": {"cloudwatch_logs": {"enabled": True, "log_group": logs.name}}
             },
             opts=child,
         )
-        self.bootstrap: pulumi.Output[str] = self.cluster.bootstrap_brokers
+        self.bootstrap: pulumi.Output[str] = self.cluster.bootstrap_brokers_tls
         self.register_outputs({"arn": self.cluster.arn, "bootstrap": self.bootstrap})
 
 

@@ -78,6 +78,7 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
         "CHAT_ENVIRONMENT": "prod",
         "CHAT_DEV_AUTH": "false",
         "CHAT_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "CHAT_KAFKA_SECURITY_PROTOCOL": "SSL",
         "CHAT_POSTGRES_DSN": database.dsn,
     }
     runtime_secrets = {

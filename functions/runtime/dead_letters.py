@@ -10,6 +10,7 @@ from typing import Any, assert_never
 
 from confluent_kafka import Consumer, TopicPartition
 
+from chat.clients import kafka_connection
 from functions.batch import ORIGIN_FIELD
 from functions.deps import Deps
 from functions.registry import Function
@@ -122,7 +123,7 @@ def _read_topic(trigger: KafkaTopic, deps: Deps, limit: int | None) -> list[Dead
     assert trigger.dead_letter
     consumer = Consumer(
         {
-            "bootstrap.servers": deps.settings.kafka_bootstrap,
+            **kafka_connection(deps.settings),
             "group.id": f"dead-letter-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

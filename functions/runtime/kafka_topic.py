@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from chat.clients import kafka_connection
+from chat.settings import Settings
 from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
 from functions.registry import Function
@@ -113,11 +115,11 @@ def commit_points(batch: Sequence[KafkaRecord], unfinished: set[str]) -> dict[Pa
     return {tp: point for tp, point in points.items() if point > first[tp]}
 
 
-def consumer_config(fn: Function, client_id: str, bootstrap: str) -> dict[str, Any]:
+def consumer_config(fn: Function, client_id: str, settings: Settings) -> dict[str, Any]:
     """The consumer configuration of a runner of ``fn`` (before overrides)."""
     assert isinstance(fn.trigger, KafkaTopic)
     return {
-        "bootstrap.servers": bootstrap,
+        **kafka_connection(settings),
         "group.id": fn.trigger.group,
         "client.id": client_id,
         # Explicit: the cooperative assignor and commit-in-revoke below assume the classic
@@ -150,7 +152,7 @@ class KafkaTopicRunner:
         self.deps = deps
         self.handler: BatchHandler = fn.load()
         self._stopping = asyncio.Event()
-        config = consumer_config(fn, client_id, deps.settings.kafka_bootstrap)
+        config = consumer_config(fn, client_id, deps.settings)
         config.update(overrides)
         self.consumer = Consumer(config, logger=log)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{fn.name}")

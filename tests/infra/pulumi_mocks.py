@@ -48,7 +48,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             case "aws:elasticache/replicationGroup:ReplicationGroup":
                 state["primaryEndpointAddress"] = f"master.{args.name}.cache.amazonaws.com"
             case "aws:msk/cluster:Cluster":
-                state["bootstrapBrokers"] = "b-1.kafka:9092,b-2.kafka:9092"
+                state["bootstrapBrokersTls"] = "b-1.kafka:9094,b-2.kafka:9094"
             case "aws:msk/configuration:Configuration":
                 state["latestRevision"] = 1
             case "aws:lambda/function:Function":

@@ -152,6 +152,8 @@ def test_data_stores_are_unreachable_from_the_internet(deployed: Deployed) -> No
     redis = deployed.named("aws:elasticache/replicationGroup:ReplicationGroup", "chat-test-redis")
     assert redis.inputs["transitEncryptionEnabled"] is True
     assert redis.inputs["atRestEncryptionEnabled"] is True
+    (msk,) = deployed.of_type("aws:msk/cluster:Cluster")
+    assert msk.inputs["encryptionInfo"]["encryptionInTransit"]["clientBroker"] == "TLS"
     for group in ("redis", "kafka", "database", "gateway", "functions", "bridge"):
         sg = deployed.named("aws:ec2/securityGroup:SecurityGroup", f"chat-test-{group}")
         for rule in sg.inputs.get("ingress", []):

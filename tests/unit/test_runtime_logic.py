@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chat.settings import Settings
 from functions.__main__ import load_registry, select
 from functions.batch import ORIGIN_FIELD, KafkaRecord, StreamRecord
 from functions.registry import REGISTRY
@@ -45,7 +46,7 @@ def test_commits_stop_at_the_first_unfinished_record_of_each_partition() -> None
 
 
 def test_the_consumer_uses_the_classic_protocol_and_commits_by_hand() -> None:
-    config = consumer_config(REGISTRY["persist"], "c-1", "127.0.0.1:9092")
+    config = consumer_config(REGISTRY["persist"], "c-1", Settings(kafka_bootstrap="127.0.0.1:9092"))
     assert config["group.protocol"] == "classic"
     assert config["partition.assignment.strategy"] == "cooperative-sticky"
     assert config["enable.auto.commit"] is False
