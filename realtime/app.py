@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from chat.clients import redis_client
 from chat.settings import Settings
 from realtime.gateway import Gateway
+from realtime.web import web_routes
 
 _HEALTH_TIMEOUT_S = 2.0
 # Every event takes a Redis round trip or two: under a burst, events wait for a connection
@@ -80,6 +81,7 @@ def build_app(settings: Settings | None = None) -> Any:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Mount("/metrics", app=make_asgi_app()),
+            *web_routes(settings),
         ],
         lifespan=lifespan,
     )

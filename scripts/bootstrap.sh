@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, and skips what is already there:
-# Debian packages (Redis, haproxy, PostgreSQL, Maven, Java), the Python virtualenv, the Kafka jars.
+# Debian packages (Redis, haproxy, PostgreSQL, Maven, Java, Node.js/npm, Chromium for the page
+# tests), the Python virtualenv, the Kafka jars, the web page's npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,8 @@ command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 have_postgres || missing+=(postgresql)
 command -v mvn >/dev/null || missing+=(maven)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
@@ -44,7 +47,7 @@ if ((${#missing[@]})); then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
         die "apt-get install ${missing[*]} failed (see above): fix it, then run this again"
 else
-    say "system packages present (redis-server, haproxy, postgresql, maven, java)"
+    say "system packages present (redis-server, haproxy, postgresql, maven, java, npm, chromium)"
 fi
 
 # ----- Python virtualenv -----
@@ -88,6 +91,18 @@ if [ "$(cat "$lib/.pom.sha256" 2>/dev/null || true)" != "$pom_sum" ]; then
     mv "$staging" "$lib"
 else
     say "Kafka $version jars present"
+fi
+
+# ----- web page: the Socket.IO browser client, pinned by package-lock.json -----
+stamp=node_modules/.package-lock.sha256
+wanted=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
+    say "installing the web page's npm packages (npm ci)"
+    timeout 600 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error ||
+        die "npm ci failed (see above): check access to the npm registry, then run this again"
+    echo "$wanted" >"$stamp"
+else
+    say "npm packages up to date"
 fi
 
 say "done in $((SECONDS - began))s"
