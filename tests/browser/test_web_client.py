@@ -1,0 +1,343 @@
+"""The chat page in headless Chromium against the whole local stack (two gateway nodes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import socketio
+from playwright.async_api import Locator, Page, expect
+
+from devstack import Stack
+
+pytestmark = pytest.mark.e2e
+
+NewPage = Callable[[str], Awaitable[Page]]
+
+XSS = '<img src=x onerror="window.__pwned = true"><script>window.__pwned = true</script>'
+
+# Remembers whether the page ever showed the rate-limit notice: it lasts only milliseconds.
+WATCH_RATE_LIMIT = """() => {
+  window.__rateLimitShown = false;
+  new MutationObserver(() => {
+    for (const e of document.querySelectorAll(".msg .error")) {
+      if (e.textContent.startsWith("Too fast")) window.__rateLimitShown = true;
+    }
+  }).observe(document.getElementById("timeline"), {subtree: true, childList: true});
+}"""
+# Faster than typing: every message is queued before the first ack returns.
+SUBMIT_ALL = """(texts) => {
+  const text = document.getElementById("text");
+  for (const t of texts) {
+    text.value = t;
+    document.getElementById("composer").requestSubmit();
+  }
+}"""
+
+
+def new_room() -> str:
+    return f"web-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def nodes(full_stack: Stack) -> list[str]:
+    """Base URLs of the two gateway nodes, each serving the page itself."""
+    urls: list[str] = full_stack.endpoints()["ws_urls"]
+    assert len(urls) >= 2, urls
+    return urls
+
+
+async def sign_in(page: Page, user: str) -> None:
+    await page.fill("#name", user)
+    await page.press("#name", "Enter")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "online")
+
+
+async def join(page: Page, room: str) -> None:
+    await page.fill("#join-room", room)
+    await page.press("#join-room", "Enter")
+    await expect(page.locator(f'#room-list li[data-room="{room}"]')).to_have_class(
+        "room-item active"
+    )
+    await expect(page.locator("#send")).to_be_enabled()
+
+
+async def open_chat(new_page: NewPage, base_url: str, user: str, room: str) -> Page:
+    page = await new_page(base_url + "/")
+    await sign_in(page, user)
+    await join(page, room)
+    return page
+
+
+async def two_nodes(
+    new_page: NewPage, nodes: list[str], first: str, second: str
+) -> tuple[str, Page, Page]:
+    """A new room with ``first`` on the first gateway node and ``second`` on the second."""
+    room = new_room()
+    return (
+        room,
+        await open_chat(new_page, nodes[0], first, room),
+        await open_chat(new_page, nodes[1], second, room),
+    )
+
+
+async def say(page: Page, text: str) -> None:
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
+
+
+def messages(page: Page, room: str) -> Locator:
+    return page.locator(f'ol[data-room="{room}"] > li.msg')
+
+
+def confirmed(page: Page, room: str, text: str) -> Locator:
+    """The confirmed message whose whole text is ``text``."""
+    return (
+        messages(page, room)
+        .filter(has=page.locator(".text", has_text=text))
+        .and_(page.locator('[data-state="confirmed"]'))
+    )
+
+
+async def texts(page: Page, room: str) -> list[str]:
+    return await messages(page, room).locator(".text").all_text_contents()
+
+
+async def seqs(page: Page, room: str) -> list[int]:
+    values = await messages(page, room).evaluate_all("els => els.map(e => e.dataset.seq)")
+    return [int(v) for v in values]
+
+
+@contextlib.asynccontextmanager
+async def socket_as(url: str, user: str) -> AsyncIterator[socketio.AsyncClient]:
+    """A plain Socket.IO client, signed in as ``user``."""
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(url, auth={"user": user}, transports=["websocket"], wait_timeout=10)
+    try:
+        yield client
+    finally:
+        await client.disconnect()
+
+
+async def seed(client: socketio.AsyncClient, room: str, count: int) -> None:
+    ack: dict[str, Any] = await client.call("join", {"room": room}, timeout=10)
+    assert ack["ok"], ack
+    for n in range(1, count + 1):
+        payload = {"room": room, "text": f"seeded {n}", "client_msg_id": f"seed-{n}"}
+        while not (ack := await client.call("send", payload, timeout=10))["ok"]:
+            assert ack["error"]["code"] == "rate_limited", ack
+            await asyncio.sleep(ack["retry_after_ms"] / 1000)
+
+
+async def spend_send_budget(url: str, user: str, sockets: int = 3, each: int = 15) -> None:
+    """Use up ``user``'s per-user send budget from other sockets, in another room."""
+    room = new_room()
+
+    async def spend(index: int) -> None:
+        async with socket_as(url, user) as client:
+            await seed(client, room, 0)
+            for n in range(each):
+                payload = {"room": room, "text": "spent", "client_msg_id": f"spend-{index}-{n}"}
+                await client.call("send", payload, timeout=10)
+
+    await asyncio.gather(*(spend(i) for i in range(sockets)))
+
+
+async def test_two_pages_on_two_nodes_chat(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room, alice, bob = await two_nodes(new_page, nodes, "alice", "bob")
+
+    # WHEN alice sends, her page shows the message at once, before any server round trip ends
+    await say(alice, "hello bob, from node one")
+    await expect(messages(alice, room)).to_have_count(1)
+    await expect(confirmed(alice, room, "hello bob, from node one")).to_have_count(1)
+    await expect(confirmed(bob, room, "hello bob, from node one")).to_have_count(1)
+
+    # typing on one node reaches the other
+    await bob.locator("#text").press_sequentially("on my w")
+    await expect(alice.locator("#typing")).to_have_text("bob is typing…")
+    await bob.fill("#text", "")
+    await say(bob, "hi alice, node two here")
+    await expect(confirmed(alice, room, "hi alice, node two here")).to_have_count(1)
+    await expect(alice.locator("#typing")).to_have_text("")
+
+    await say(alice, "line one\nline two")
+    await expect(confirmed(bob, room, "line one\nline two")).to_have_count(1)
+
+    # THEN both pages show the same conversation, each message once, in seq order
+    expected = ["hello bob, from node one", "hi alice, node two here", "line one\nline two"]
+    for page in (alice, bob):
+        await expect(messages(page, room).locator(".text")).to_have_text(expected)
+        assert await seqs(page, room) == [1, 2, 3]
+    await expect(messages(alice, room).and_(alice.locator(".mine"))).to_have_count(2)
+
+    # presence spans both nodes and follows people leaving
+    for page in (alice, bob):
+        await expect(page.locator("#presence li")).to_have_text(["alice", "bob"])
+    await alice.screenshot(path=screenshots / "alice.png")
+    await bob.screenshot(path=screenshots / "bob.png")
+    await bob.close()
+    await expect(alice.locator("#presence li")).to_have_text(["alice"])
+
+
+async def test_history_is_there_after_reload_and_pages_older_on_scroll_up(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room = new_room()
+    async with socket_as(nodes[0], "seeder") as seeder:
+        await seed(seeder, room, 70)
+    page = await open_chat(new_page, nodes[1], "carol", room)
+
+    # the newest page comes first
+    await expect(confirmed(page, room, "seeded 70")).to_have_count(1)
+    await expect(messages(page, room)).to_have_count(50)
+    assert await seqs(page, room) == list(range(21, 71))
+
+    # scrolling to the top loads the older page, keeping order
+    await page.locator("#timeline").evaluate("t => { t.scrollTop = 0; }")
+    await expect(messages(page, room)).to_have_count(70)
+    assert await seqs(page, room) == list(range(1, 71))
+
+    await say(page, "written before the reload")
+    await expect(confirmed(page, room, "written before the reload")).to_have_count(1)
+
+    # WHEN the page reloads, THEN the session, the room and its history come back
+    await page.reload()
+    await expect(page.locator("#status")).to_have_attribute("data-state", "online")
+    await expect(confirmed(page, room, "written before the reload")).to_have_count(1)
+    await expect(messages(page, room)).to_have_count(50)
+    assert await seqs(page, room) == list(range(22, 72))
+    await page.screenshot(path=screenshots / "after-reload.png")
+
+
+async def test_markup_in_a_message_is_shown_as_text(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room, mallory, dave = await two_nodes(new_page, nodes, "mallory", "dave")
+
+    await say(mallory, XSS)
+    for page in (mallory, dave):
+        message = confirmed(page, room, XSS)
+        await expect(message).to_have_count(1)
+        await expect(message.locator(".text")).to_have_text(XSS)
+        assert await message.locator(".text *").count() == 0
+
+    # the history path renders it the same way
+    await dave.reload()
+    await expect(confirmed(dave, room, XSS)).to_have_count(1)
+    for page in (mallory, dave):
+        assert await page.locator("#timeline img, #timeline script").count() == 0
+        assert await page.evaluate("window.__pwned === undefined")
+    await dave.screenshot(path=screenshots / "markup-as-text.png")
+
+
+async def test_errors_are_shown_inline(new_page: NewPage, nodes: list[str]) -> None:
+    room = new_room()
+    page = await open_chat(new_page, nodes[0], "erin", room)
+
+    await say(page, "x" * 4001)
+    failed = messages(page, room).and_(page.locator('[data-state="failed"]'))
+    await expect(failed).to_have_count(1)
+    await expect(failed.locator(".error")).to_contain_text("longer than 4000")
+    await failed.get_by_role("button", name="Discard").click()
+    await expect(messages(page, room)).to_have_count(0)
+
+    # GIVEN erin's send budget is spent elsewhere (it is per user, across sockets and rooms)
+    await spend_send_budget(nodes[1], "erin")
+    # WHEN she sends a burst, THEN it is held back and retried: every message arrives, in order
+    burst = [f"burst {n}" for n in range(1, 11)]
+    await page.evaluate(WATCH_RATE_LIMIT)
+    await page.evaluate(SUBMIT_ALL, burst)
+    confirmed_burst = messages(page, room).and_(page.locator('[data-state="confirmed"]'))
+    await expect(confirmed_burst).to_have_count(len(burst))
+    await expect(messages(page, room).locator(".text")).to_have_text(burst)
+    assert await page.evaluate("window.__rateLimitShown") is True
+
+    await page.fill("#join-room", "no spaces allowed")
+    await page.press("#join-room", "Enter")
+    await expect(page.locator("#join-error")).to_contain_text("Room names")
+
+    # a private room needs a token that grants it
+    await join_refused(page, "private:board")
+    await expect(page.locator("#room-note")).to_contain_text("not granted")
+    await expect(page.locator('#room-list li[data-room="private:board"]')).to_have_class(
+        "room-item active failed"
+    )
+
+
+async def join_refused(page: Page, room: str) -> None:
+    await page.fill("#join-room", room)
+    await page.press("#join-room", "Enter")
+    await expect(page.locator(f'#room-list li[data-room="{room}"]')).to_be_visible()
+
+
+async def test_token_sign_in_opens_a_granted_private_room(
+    full_stack: Stack, new_page: NewPage
+) -> None:
+    room = f"private:{uuid.uuid4().hex[:10]}"
+    secret = full_stack.endpoints()["jwt_secret"]
+    token = jwt.encode(
+        {"sub": "frank", "rooms": [room], "exp": int(time.time()) + 600}, secret, "HS256"
+    )
+    # through the load balancer, as a person opening the printed URL would
+    page = await new_page(full_stack.endpoints()["web_url"])
+    await page.fill("#token", token)
+    await page.click("#sign-in-form button[type=submit]")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "online")
+    await expect(page.locator("#whoami")).to_have_text("frank")
+
+    await join(page, room)
+    await say(page, "only for the board")
+    await expect(confirmed(page, room, "only for the board")).to_have_count(1)
+    await page.reload()
+    await expect(confirmed(page, room, "only for the board")).to_have_count(1)
+
+    # a refused token sends the page back to sign-in with the reason
+    await page.get_by_role("button", name="Sign out").click()
+    await page.fill("#token", "not-a-jwt")
+    await page.click("#sign-in-form button[type=submit]")
+    await expect(page.locator("#sign-in-error")).to_contain_text("invalid token")
+
+
+async def test_page_reconnects_after_its_node_restarts_and_shows_what_it_missed(
+    full_stack: Stack, new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room, alice, bob = await two_nodes(new_page, nodes, "alice", "bob")
+    await say(bob, "before the restart")
+    await expect(confirmed(alice, room, "before the restart")).to_have_count(1)
+
+    # WHEN alice's node stops, her page notices and keeps what she writes pending
+    await asyncio.to_thread(full_stack.stop, ["gateway-1"])
+    try:
+        await expect(alice.locator("#status")).to_have_attribute("data-state", "reconnecting")
+        missed = [f"missed {n}" for n in range(1, 4)]
+        for text in missed:
+            await say(bob, text)
+            await expect(confirmed(bob, room, text)).to_have_count(1)
+        await say(alice, "written while offline")
+        await expect(
+            messages(alice, room).and_(alice.locator('[data-state="pending"]'))
+        ).to_have_count(1)
+        await alice.screenshot(path=screenshots / "offline.png")
+    finally:
+        # THEN once the node is back, the page rejoins with since_seq and catches up
+        await asyncio.to_thread(full_stack.start, ["gateway-1"])
+
+    await expect(alice.locator("#status")).to_have_attribute("data-state", "online")
+    for text in missed:
+        await expect(confirmed(alice, room, text)).to_have_count(1)
+    await expect(confirmed(alice, room, "written while offline")).to_have_count(1)
+    await expect(confirmed(bob, room, "written while offline")).to_have_count(1)
+    expected = ["before the restart", *missed, "written while offline"]
+    for page in (alice, bob):
+        await expect(messages(page, room).locator(".text")).to_have_text(expected)
+        assert await seqs(page, room) == [1, 2, 3, 4, 5]
+    await alice.screenshot(path=screenshots / "reconnected.png")
