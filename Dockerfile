@@ -6,9 +6,9 @@
 
 FROM node:22-slim AS web
 WORKDIR /src
-COPY package.json package-lock.json* ./
+COPY package.json package-lock.json ./
 # Only the browser page's Socket.IO client; nothing from npm runs in the image.
-RUN npm install --omit=dev --no-audit --no-fund
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM python:3.12-slim AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
