@@ -35,6 +35,7 @@ test: bootstrap ## run the whole test suite; it starts the services it needs
 
 lint: ## ruff and mypy
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy $(MYPY_TARGETS)
 
 bench: bootstrap ## the project's benchmark

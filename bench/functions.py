@@ -59,12 +59,16 @@ async def note_owner(batch: Sequence[KafkaRecord], deps: Deps) -> BatchResult:
     return BatchResult()
 
 
+_MESSAGE_TRIGGER = REGISTRY["message"].trigger
+_PERSIST_TRIGGER = REGISTRY["persist"].trigger
+assert isinstance(_MESSAGE_TRIGGER, RedisStream) and isinstance(_PERSIST_TRIGGER, KafkaTopic)
+
 TAKEOVER = (
     Function(
         name="bench-hold",
         handler="bench.functions:hold",
         trigger=dataclasses.replace(
-            REGISTRY["message"].trigger, stream=TAKEOVER_STREAM, group="bench", batch_size=10
+            _MESSAGE_TRIGGER, stream=TAKEOVER_STREAM, group="bench", batch_size=10
         ),
         timeout_s=10,
     ),
@@ -72,7 +76,7 @@ TAKEOVER = (
         name="bench-owner",
         handler="bench.functions:note_owner",
         trigger=dataclasses.replace(
-            REGISTRY["persist"].trigger, topic=TAKEOVER_TOPIC, group="bench-owner", batch_size=50
+            _PERSIST_TRIGGER, topic=TAKEOVER_TOPIC, group="bench-owner", batch_size=50
         ),
         timeout_s=10,
     ),
@@ -178,7 +182,8 @@ async def stream_baseline(deps: Deps, count: int) -> float:
     started = time.monotonic()
     done = 0
     while done < count:
-        reply = await deps.redis.xreadgroup("raw", "raw-1", {stream: ">"}, count=200, block=100)
+        redis: Any = deps.redis
+        reply = await redis.xreadgroup("raw", "raw-1", {stream: ">"}, count=200, block=100)
         ids = [entry_id for _, entries in reply or [] for entry_id, _ in entries]
         async with deps.redis.pipeline(transaction=True) as pipe:
             pipe.xack(stream, "raw", *ids)
@@ -237,7 +242,7 @@ def kafka_records(count: int) -> list[tuple[bytes, bytes]]:
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Create a topic for the bench."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
@@ -357,7 +362,9 @@ class Host:
 async def stream_takeover(stack: Any, deps: Deps, logs: Path) -> float:
     """Seconds from kill -9 of the host holding stream entries to another host holding them."""
     fn = TAKEOVER[0]
-    assert isinstance(fn.trigger, RedisStream)
+    trigger = fn.trigger
+    assert isinstance(trigger, RedisStream)
+    redis: Any = deps.redis
     await xadd_all(deps, TAKEOVER_STREAM, [{"n": str(n)} for n in range(400)])
     first = Host(stack, "functions-1", fn.name, logs)
     second = Host(stack, "functions-2", fn.name, logs)
@@ -366,15 +373,15 @@ async def stream_takeover(stack: Any, deps: Deps, logs: Path) -> float:
 
         async def held_by(consumer: str) -> int:
             with contextlib.suppress(Exception):
-                info = await deps.redis.xpending(TAKEOVER_STREAM, fn.trigger.group)  # type: ignore[union-attr]
+                info = await redis.xpending(TAKEOVER_STREAM, trigger.group)
                 for row in info.get("consumers") or []:
                     if row["name"] == consumer:
                         return int(row["pending"])
             return 0
 
         await until(lambda: held_by(victim), 1, "first host holding entries", 60)
-        held = await deps.redis.xpending_range(
-            TAKEOVER_STREAM, fn.trigger.group, "-", "+", 100, consumername=victim
+        held = await redis.xpending_range(
+            TAKEOVER_STREAM, trigger.group, "-", "+", 100, consumername=victim
         )
         ids = [row["message_id"] for row in held]
         killed = time.monotonic()
@@ -382,8 +389,8 @@ async def stream_takeover(stack: Any, deps: Deps, logs: Path) -> float:
         say(f"  killed functions-1 holding {len(ids)} entries; waiting for functions-2")
 
         async def taken() -> int:
-            rows = await deps.redis.xpending_range(
-                TAKEOVER_STREAM, fn.trigger.group, ids[0], ids[-1], len(ids) * 4
+            rows = await redis.xpending_range(
+                TAKEOVER_STREAM, trigger.group, ids[0], ids[-1], len(ids) * 4
             )
             mine = {r["message_id"] for r in rows if r["consumer"] == victim}
             gone = [i for i in ids if i not in mine]
@@ -421,7 +428,7 @@ async def topic_takeover(stack: Any, deps: Deps, logs: Path) -> float:
     try:
 
         async def owners() -> dict[str, tuple[str, float]]:
-            raw = await deps.redis.hgetall(OWNERS)
+            raw: dict[str, str] = await deps.redis.hgetall(OWNERS)  # type: ignore[assignment]
             return {p: (v.split("|")[0], float(v.split("|")[1])) for p, v in raw.items()}
 
         async def both_own() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -130,10 +131,8 @@ def run(
 
 def signal_group(pgid: int, sig: int) -> None:
     """Send ``sig`` to every process of the group; a group already gone is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def wait_gone(
@@ -162,10 +161,8 @@ def terminate(
     """Stop the group led by ``pid``: ``first``, then SIGKILL; True if ``first`` sufficed."""
     clean = True
     if alive(pid, started):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, first)
-        except ProcessLookupError:
-            pass
         if not wait_gone(pid, started, grace, child):
             clean = False
             signal_group(pid, signal.SIGKILL)
@@ -176,10 +173,8 @@ def terminate(
         signal_group(pid, signal.SIGKILL)
         time.sleep(0.05)
     if child is not None:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
     return clean
 
 

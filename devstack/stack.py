@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, assert_never
@@ -484,10 +484,8 @@ class Stack:
     def _reap(self, name: str) -> None:
         child = self._children.pop(name, None)
         if child is not None:
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
 
     def _await_healthy(self, component: Component, record: Record) -> None:
         probe = self._probe(component)
