@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,39 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+def thread_loops() -> Iterator[None]:
+    """Close the event loops Pulumi's mock monitor makes in its worker threads.
+
+    The monitor gives every worker thread a loop and never closes it; left open, they surface
+    as unclosed-loop warnings in whatever test runs when they are garbage-collected.
+    """
+    import pulumi.runtime.mocks as pulumi_mocks_module
+
+    made: list[asyncio.AbstractEventLoop] = []
+    original = pulumi_mocks_module._ensure_event_loop
+
+    def ensure() -> asyncio.AbstractEventLoop:
+        loop: asyncio.AbstractEventLoop = original()
+        made.append(loop)
+        return loop
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pulumi_mocks_module, "_ensure_event_loop", ensure)
+        yield
+    for loop in {id(loop): loop for loop in made}.values():
+        if not loop.is_running():
+            loop.close()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory, thread_loops: None) -> Iterator[Deployed]:
     """Run the program once under mocks and resolve its outputs."""
     from infra.config import StackConfig
     from infra.stack import build
 
+    # The program runs on this thread's loop: its own, whatever earlier tests left current.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     artifacts = tmp_path_factory.mktemp("build")
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="chat", stack="test", preview=False)
@@ -76,8 +106,12 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
             functions=d.functions,
         ).apply(outputs.update)
 
-    program()
-    return Deployed(mocks, outputs)
+    try:
+        program()
+        yield Deployed(mocks, outputs)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 def _lambda_name(fn: Function) -> str:
