@@ -398,8 +398,11 @@ async def latency_bench(
         with contextlib.suppress(Exception):
             await sock.ws.close()
     await asyncio.gather(*readers, return_exceptions=True)
+    accepted = sum(1 for f in pending if f.done() and f.result().get("ok"))
+    lag = await asyncio.to_thread(persistence_lag, points["postgres_dsn"], run, accepted)
     return {
         "rooms": rooms,
+        "persistence_lag": lag,
         "sent": sent,
         "offered_rate": round(sent / elapsed),
         "delivered_cross_node": len(cross),
@@ -407,6 +410,28 @@ async def latency_bench(
         "cross_node": summary(cross),
         "same_node": summary(same),
     }
+
+
+def persistence_lag(dsn: str, run: str, accepted: int, wait_s: float = 60) -> dict[str, Any]:
+    """From a send's acceptance (its ts) to its row in PostgreSQL, over the run's rooms."""
+    import psycopg
+
+    pattern = f"bench-{run}-%"
+    deadline = time.monotonic() + wait_s
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM messages WHERE room LIKE %s", (pattern,))
+            stored = int(row.fetchone()[0])  # type: ignore[index]
+            if stored >= accepted or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        lags = conn.execute(
+            "SELECT extract(epoch FROM persisted_at - created_at) * 1000"
+            " FROM messages WHERE room LIKE %s",
+            (pattern,),
+        ).fetchall()
+    values = [float(v[0]) / 1000 for v in lags]
+    return {"accepted": accepted, "stored": stored, **summary(values)}
 
 
 async def _report(count: Callable[[], int], started: float) -> None:

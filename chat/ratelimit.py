@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,33 +16,60 @@ from chat.contract import ContractError, ErrorCode
 Scope = Literal["user", "socket"]
 
 # GCRA (the generic cell rate algorithm): one number per bucket, the theoretical arrival time of
-# the next event. Every bucket of a check is tested first and updated only if all allow, in one
-# script, so concurrent nodes can never both spend the last unit. Redis's clock is the only clock,
-# so skew between gateway hosts changes nothing.
-#   KEYS: one per bucket
-#   ARGV: per bucket, the emission interval and the burst tolerance, in milliseconds
-#   returns 0 when allowed, else how many milliseconds until it would be
-_GCRA = """
+# the next event. The script takes a batch of events; for each, every bucket is tested first and
+# updated only if all allow, so concurrent nodes can never both spend the last unit, and an event
+# that carries stream fields is appended to the stream (KEYS[1]) in the same atomic step, so an
+# accepted send is never refused and a refused one never appended. Redis's clock is the only
+# clock, so skew between gateway hosts changes nothing.
+#   KEYS: the stream, then the buckets
+#   ARGV: the number of events, then per event: its bucket count, per bucket its KEYS index,
+#         emission interval and burst tolerance in milliseconds; its field count and fields
+#   returns per event 0 when allowed (and appended), else how many milliseconds until it would be
+_SPEND = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local wait = 0
-local tats = {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  local next_tat = tat + interval
-  local early = next_tat - tolerance - now
-  if early > wait then wait = early end
-  tats[i] = next_tat
+local out = {}
+local a = 2
+for e = 1, tonumber(ARGV[1]) do
+  local wait, keys, tats = 0, {}, {}
+  for b = 1, tonumber(ARGV[a]) do
+    local key = KEYS[tonumber(ARGV[a + 1])]
+    local tat = tonumber(redis.call('GET', key) or now)
+    if tat < now then tat = now end
+    local next_tat = tat + tonumber(ARGV[a + 2])
+    local early = next_tat - tonumber(ARGV[a + 3]) - now
+    if early > wait then wait = early end
+    keys[b], tats[b] = key, next_tat
+    a = a + 3
+  end
+  local nfields = tonumber(ARGV[a + 1])
+  a = a + 2
+  if wait > 0 then
+    out[e] = math.ceil(wait)
+  else
+    for b, key in ipairs(keys) do
+      redis.call('SET', key, string.format('%.3f', tats[b]), 'PX', math.ceil(tats[b] - now) + 1)
+    end
+    if nfields > 0 then
+      redis.call('XADD', KEYS[1], '*', unpack(ARGV, a, a + nfields - 1))
+    end
+    out[e] = 0
+  end
+  a = a + nfields
 end
-if wait > 0 then return math.ceil(wait) end
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
-end
-return 0
+return out
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """One event to charge: whose buckets, and the stream fields to append if it is allowed."""
+
+    event: str
+    user: str
+    sid: str
+    fields: Mapping[str, str] | None = None
+
 
 _RULE = re.compile(r"^([a-z_]+)\.(user|socket)=([0-9]*\.?[0-9]+):([0-9]+)$")
 
@@ -97,30 +124,52 @@ class RateLimiter:
         self._by_event: dict[str, dict[Scope, Limit]] = {}
         for (event, scope), limit in limits.items():
             self._by_event.setdefault(event, {})[scope] = limit
-        self._script = redis.register_script(_GCRA)
+        self._script = redis.register_script(_SPEND)
 
     def limits_for(self, event: str) -> dict[Scope, Limit]:
         """The limits that apply to ``event``, by scope."""
         return self._by_event.get(event, {})
 
+    async def spend(self, stream: str, events: Sequence[Spend]) -> list[int]:
+        """Charge each event in order; 0 when allowed (fields appended to ``stream``), else ms."""
+        keys: list[str] = [stream]
+        index: dict[str, int] = {}
+        args: list[str | float | int] = [len(events)]
+        for ev in events:
+            limits = self.limits_for(ev.event)
+            args.append(len(limits))
+            for scope, limit in limits.items():
+                bucket = ev.event if scope == "user" else f"{ev.event}:s:{ev.sid}"
+                key = names.rate_limit_key(ev.user, bucket)
+                if key not in index:
+                    keys.append(key)
+                    index[key] = len(keys)  # Lua indexes from 1
+                args += [index[key], f"{limit.interval_ms:.3f}", f"{limit.tolerance_ms:.3f}"]
+            fields = ev.fields or {}
+            args.append(2 * len(fields))
+            for name, value in fields.items():
+                args += [name, value]
+        waits = await self._script(keys=keys, args=args)
+        return [int(w) for w in waits]
+
     async def retry_after_ms(self, event: str, user: str, sid: str) -> int:
         """Spend one unit of every bucket of ``event``; 0 when allowed, else the wait in ms."""
-        keys: list[str] = []
-        args: list[str] = []
-        for scope, limit in self.limits_for(event).items():
-            bucket = event if scope == "user" else f"{event}:s:{sid}"
-            keys.append(names.rate_limit_key(user, bucket))
-            args += [f"{limit.interval_ms:.3f}", f"{limit.tolerance_ms:.3f}"]
-        if not keys:
+        if not self.limits_for(event):
             return 0
-        return int(await self._script(keys=keys, args=args))
+        # No fields: the stream key is declared but never written.
+        (wait,) = await self.spend(names.INBOUND_STREAM, [Spend(event, user, sid)])
+        return wait
 
     async def check(self, event: str, user: str, sid: str) -> None:
         """Raise ``rate_limited`` with ``retry_after_ms`` when the event is over its limits."""
-        wait_ms = await self.retry_after_ms(event, user, sid)
-        if wait_ms > 0:
-            raise ContractError(
-                ErrorCode.RATE_LIMITED,
-                f"too many {event} events; retry in {wait_ms} ms",
-                retry_after_ms=max(1, math.ceil(wait_ms)),
-            )
+        raise_if_limited(event, await self.retry_after_ms(event, user, sid))
+
+
+def raise_if_limited(event: str, wait_ms: int) -> None:
+    """Raise ``rate_limited`` with ``retry_after_ms`` when ``wait_ms`` is positive."""
+    if wait_ms > 0:
+        raise ContractError(
+            ErrorCode.RATE_LIMITED,
+            f"too many {event} events; retry in {wait_ms} ms",
+            retry_after_ms=max(1, math.ceil(wait_ms)),
+        )

@@ -32,10 +32,11 @@ from chat.contract import (
 )
 from chat.ids import message_id
 from chat.presence import Presence, Snapshot, parse_member
-from chat.ratelimit import RateLimiter, parse_limits
+from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.settings import Settings
 from realtime import metrics
 from realtime.fanout import FanoutManager
+from realtime.intake import SendIntake
 
 log = logging.getLogger("realtime.gateway")
 
@@ -64,6 +65,7 @@ class Gateway:
         self.settings = settings
         self.redis = redis
         self.limiter = RateLimiter(redis, parse_limits(settings.rate_limits))
+        self.intake = SendIntake(self.limiter, names.INBOUND_STREAM)
         self.presence = Presence(redis, settings.node_id, settings.presence_ttl_s)
         self.manager = FanoutManager(settings.redis_url, channel=settings.fanout_channel)
         origins: str | list[str] = (
@@ -100,6 +102,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop the heartbeat and withdraw this node's sockets from presence."""
+        await self.intake.aclose()
         task, self._heartbeat_task = self._heartbeat_task, None
         if task is not None:
             task.cancel()
@@ -381,9 +384,8 @@ class Gateway:
         if request.room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} before sending")
         sender = conn.identity.user
-        await self.limiter.check("send", sender, sid)
         fields = inbound_fields(request, sender=sender, ts=utc_now_iso())
-        await self.redis.xadd(names.INBOUND_STREAM, fields)  # type: ignore[arg-type]
+        raise_if_limited("send", await self.intake.accept(sender, sid, fields))
         return ok_ack(id=message_id(sender, request.room, request.client_msg_id))
 
     async def typing(self, sid: str, conn: Connection, payload: Any) -> Ack:
