@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -460,16 +461,64 @@ def private_stack() -> Iterator[Stack]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def settle(base_url: str, wait_s: float = 90) -> None:
+    """Wait until the node has let go of the idle sockets, so latency is not measured on top."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if httpx.get(f"{base_url}/healthz", timeout=10).json().get("connections", 0) == 0:
+            break
+        time.sleep(1)
+    say("idle: the node let go of its sockets; settling 10s before the latency part")
+    time.sleep(10)
+
+
+@contextlib.contextmanager
+def bare_socketio() -> Iterator[tuple[str, int]]:
+    """A bare Socket.IO server process on a free loopback port: (base URL, pid)."""
+    port = Ports.free().entry
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_socketio", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the bare Socket.IO server did not start") from None
+                time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run(points: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Both parts against ``points``; the figures."""
     results: dict[str, Any] = {}
     if args.connections:
+        say("idle baseline: a bare python-socketio server on the gateway's uvicorn options")
+        with bare_socketio() as (bare_url, bare_pid):
+            bare = idle_bench(bare_url, bare_pid, args.connections, args.client_procs, 5.0)
+        say(f"idle baseline: {json.dumps(bare)}")
         pid = points["pids"]["gateway-1"]
-        results["idle"] = idle_bench(
-            points["ws_urls"][0], pid, args.connections, args.client_procs, args.hold
+        idle = idle_bench(points["ws_urls"][0], pid, args.connections, args.client_procs, args.hold)
+        idle["baseline_bare_socketio_bytes_per_connection"] = bare["bytes_per_connection"]
+        idle["vs_baseline"] = round(
+            idle["bytes_per_connection"] / max(bare["bytes_per_connection"], 1), 2
         )
+        results["idle"] = idle
         say(f"idle: {json.dumps(results['idle'])}")
-        time.sleep(2)  # let the node finish closing them before the latency part
+        settle(points["ws_urls"][0])
     if args.rate:
 
         async def both() -> tuple[list[float], dict[str, Any]]:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import resource
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -31,6 +32,21 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def server_options(max_payload_bytes: int) -> dict[str, Any]:
+    """The uvicorn options of a gateway node (shared with the bench's bare Socket.IO server)."""
+    return {
+        "ws": "websockets-sansio",
+        # Oversized frames are refused by the protocol layer before they are buffered whole.
+        "ws_max_size": max_payload_bytes + _FRAME_OVERHEAD,
+        # Engine.IO pings every socket already; a second, WebSocket-level ping only costs CPU.
+        "ws_ping_interval": None,
+        # A deflate context costs tens of KB per socket; chat frames are small, idle sockets many.
+        "ws_per_message_deflate": False,
+        # Idle sockets by the thousand: the backlog absorbs reconnect storms after a node dies.
+        "backlog": 4096,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and serve the node until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m realtime", description=__doc__)
@@ -46,16 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level="warning",
         access_log=False,
-        ws="websockets-sansio",
-        # Oversized frames are refused by the protocol layer before they are buffered whole.
-        ws_max_size=settings.max_payload_bytes + _FRAME_OVERHEAD,
-        # Engine.IO pings every socket already; a second, WebSocket-level ping only costs CPU.
-        ws_ping_interval=None,
-        # A deflate context costs tens of KB per socket; chat frames are small, idle sockets many.
-        ws_per_message_deflate=False,
-        # Idle sockets by the thousand: the backlog absorbs reconnect storms after a node dies.
-        backlog=4096,
         timeout_graceful_shutdown=5,
+        **server_options(settings.max_payload_bytes),
     )
     return 0
 
