@@ -6,7 +6,7 @@ Starts private Redis, PostgreSQL and Kafka, then measures on this machine:
 
 1. the message function alone (one runner, the registry's trigger settings) against a raw
    XREADGROUP + XACK/XDEL loop over the same number of entries;
-2. the persist function alone (one Kafka runner) against a raw consume + commit loop;
+2. the persist function alone (its runners, as a host runs it) against a raw consume + commit loop;
 3. the time from a host's kill -9 to another host picking up its work: stream entries it held
    (visibility timeout) and Kafka partitions it owned (session timeout).
 
@@ -123,7 +123,9 @@ def deps_for(stack: Any) -> Deps:
     )
 
 
-async def until(check: Callable[[], Awaitable[int]], want: int, what: str, limit_s: float) -> float:
+async def until(
+    check: Callable[[], Awaitable[int]], want: int, what: str, limit_s: float, every_s: float = 0.02
+) -> float:
     """Seconds until ``check()`` reaches ``want``, printing progress; fails past ``limit_s``."""
     started = time.monotonic()
     shown = started
@@ -137,17 +139,19 @@ async def until(check: Callable[[], Awaitable[int]], want: int, what: str, limit
         if now - shown >= 2:
             say(f"  {what}: {got}/{want}")
             shown = now
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(every_s)
 
 
-async def run_for(runner: Any, work: Callable[[], Awaitable[float]]) -> float:
-    """Run ``runner`` while ``work`` measures, then stop it."""
-    task = asyncio.create_task(runner.run())
+async def run_for(runners: Any, work: Callable[[], Awaitable[float]]) -> float:
+    """Run a runner (or a list of them) while ``work`` measures, then stop them."""
+    group = runners if isinstance(runners, list) else [runners]
+    tasks = [asyncio.create_task(r.run()) for r in group]
     try:
         return await work()
     finally:
-        runner.stop()
-        await asyncio.wait_for(task, timeout=30)
+        for r in group:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 
 
 def inbound_entries(count: int, rooms: int) -> list[dict[str, str]]:
@@ -211,7 +215,7 @@ async def message_alone(deps: Deps, count: int) -> float:
         g = groups[0]
         return count - int(g.get("pending") or 0) - int(g.get("lag") or 0)
 
-    took = await run_for(runner, lambda: until(left, count, "message function", 300))
+    took = await run_for(runner, lambda: until(left, count, "message function", 300, every_s=0.1))
     return count / took
 
 
@@ -295,14 +299,14 @@ def topic_baseline(bootstrap: str, count: int) -> float:
 
 
 async def persist_alone(deps: Deps, count: int) -> float:
-    """Records/s of the persist function, one runner, the registry's trigger but its topic."""
+    """Records/s of the persist function as a host runs it: its concurrency, its trigger."""
     import psycopg
 
     from functions.runtime.kafka_topic import KafkaTopicRunner
 
     bootstrap = deps.settings.kafka_bootstrap
     topic = f"bench.persist.{uuid.uuid4().hex[:6]}"
-    create_topic(bootstrap, topic, 4)
+    create_topic(bootstrap, topic, deps.settings.kafka_messages_partitions)
     records = kafka_records(count)
     await asyncio.to_thread(produce_all, bootstrap, topic, records)
     fn = REGISTRY["persist"]
@@ -311,7 +315,7 @@ async def persist_alone(deps: Deps, count: int) -> float:
         fn, trigger=dataclasses.replace(fn.trigger, topic=topic, group=f"bench-{topic}")
     )
     prefix = records[0][0].decode().rsplit("-", 1)[0] + "-%"
-    runner = KafkaTopicRunner(fn, deps, client_id="bench-1")
+    runners = [KafkaTopicRunner(fn, deps, client_id=f"bench-{i}") for i in range(fn.concurrency)]
 
     async def rows() -> int:
         async with await psycopg.AsyncConnection.connect(deps.settings.postgres_dsn) as conn:
@@ -321,10 +325,11 @@ async def persist_alone(deps: Deps, count: int) -> float:
 
     # Kafka's group join is not the function's throughput: the clock starts at the first row.
     async def measured() -> float:
+        # Counting rows runs on the runner's own event loop and database: poll it sparingly.
         await until(rows, 1, "persist first row", 60)
-        return await until(rows, count, "persist function", 300)
+        return await until(rows, count, "persist function", 300, every_s=0.25)
 
-    took = await run_for(runner, measured)
+    took = await run_for(runners, measured)
     return count / took
 
 

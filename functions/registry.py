@@ -73,6 +73,9 @@ FUNCTIONS: tuple[Function, ...] = (
             dead_letter=names.MESSAGES_DEAD_LETTER,
         ),
         timeout_s=30.0,
+        # Three group members per host: while one waits on its commit, the others write; each
+        # partition still has one writer, so per-room order holds.
+        concurrency=3,
         description="Write sequenced messages to PostgreSQL, idempotently, in batches.",
     ),
     Function(
