@@ -111,16 +111,7 @@ def deps_for(stack: Any) -> Deps:
     """Clients of the private stack."""
     from chat.settings import Settings
 
-    env = stack.env()
-    return Deps(
-        Settings(
-            environment="test",
-            redis_url=env["CHAT_REDIS_URL"],
-            kafka_bootstrap=env["CHAT_KAFKA_BOOTSTRAP"],
-            postgres_dsn=env["CHAT_POSTGRES_DSN"],
-            node_id="bench",
-        )
-    )
+    return Deps(Settings.from_env(stack.env(), environment="test", node_id="bench"))
 
 
 async def until(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -78,11 +79,12 @@ class Settings:
             raise ValueError("set CHAT_JWT_SECRET (or CHAT_DEV_AUTH=true outside prod)")
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> Settings:
-        """Build from ``CHAT_*`` variables over the defaults; keyword arguments override both."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build from the ``CHAT_*`` variables of ``environ`` (or the process); keywords win."""
+        source = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = os.environ.get(f"CHAT_{f.name.upper()}")
+            raw = source.get(f"CHAT_{f.name.upper()}")
             if raw is None:
                 continue
             kind: type = str if f.default is MISSING else type(f.default)

@@ -25,17 +25,7 @@ _encode = msgspec.json.Encoder().encode
 
 def make_deps(stack: Stack, **overrides: object) -> Deps:
     """Deps on the session stack, installed as the process-wide Deps for the HTTP apps."""
-    env = stack.env()
-    settings = Settings(
-        environment="test",
-        redis_url=env["CHAT_REDIS_URL"],
-        kafka_bootstrap=env["CHAT_KAFKA_BOOTSTRAP"],
-        postgres_dsn=env["CHAT_POSTGRES_DSN"],
-        dev_auth=True,
-        jwt_secret=env["CHAT_JWT_SECRET"],
-        **overrides,  # type: ignore[arg-type]
-    )
-    deps = Deps(settings)
+    deps = Deps(Settings.from_env(stack.env(), environment="test", **overrides))
     deps_module.install(deps)
     return deps
 

@@ -136,12 +136,4 @@ async def eventually(
 
 def stack_deps(stack: Stack) -> Deps:
     """Clients of the session stack for the test process itself."""
-    env = stack.env()
-    return Deps(
-        Settings(
-            environment="test",
-            redis_url=env["CHAT_REDIS_URL"],
-            kafka_bootstrap=env["CHAT_KAFKA_BOOTSTRAP"],
-            postgres_dsn=env["CHAT_POSTGRES_DSN"],
-        )
-    )
+    return Deps(Settings.from_env(stack.env(), environment="test"))

@@ -24,15 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def deps(stack: Stack) -> AsyncIterator[Deps]:
-    env = stack.env()
-    deps = Deps(
-        Settings(
-            environment="test",
-            redis_url=env["CHAT_REDIS_URL"],
-            kafka_bootstrap=env["CHAT_KAFKA_BOOTSTRAP"],
-            postgres_dsn=env["CHAT_POSTGRES_DSN"],
-        )
-    )
+    deps = Deps(Settings.from_env(stack.env(), environment="test"))
     yield deps
     await deps.aclose()
 
