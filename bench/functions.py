@@ -21,18 +21,18 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.stack import private_stack
+from devstack.stack import SERVICES
 from functions.batch import BatchResult, KafkaRecord, StreamRecord
 from functions.deps import Deps
 from functions.registry import REGISTRY, Function
@@ -86,25 +86,6 @@ TAKEOVER = (
 def say(line: str) -> None:
     """Progress on stdout, at once."""
     print(line, flush=True)
-
-
-@contextlib.contextmanager
-def private_stack() -> Iterator[Any]:
-    """Private Redis, PostgreSQL and Kafka on free ports, removed afterwards."""
-    from devstack.ports import Ports
-    from devstack.stack import SERVICES, Stack
-
-    state = Path(tempfile.mkdtemp(prefix="chat-bench-functions-"))
-    stack = Stack(state, Ports.free(), gateways=0, function_hosts=0, durable=False)
-    missing = stack.missing()
-    if missing:
-        raise SystemExit(f"the local stack needs {', '.join(missing)}: run scripts/bootstrap.sh")
-    try:
-        stack.start(list(SERVICES))
-        yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def deps_for(stack: Any) -> Deps:
@@ -492,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     message_trigger = REGISTRY["message"].trigger
     assert isinstance(message_trigger, RedisStream)
-    with private_stack() as stack:
+    with private_stack(SERVICES) as stack:
         logs = stack.state_dir / "logs"
         figures = asyncio.run(bench(stack, args.records, logs))
     say("\n== function runtime on this machine")

@@ -12,25 +12,22 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 import psycopg
 
+from bench.stack import private_stack
 from chat.contract import Message
 from chat.ids import message_id
 from chat.migrate import migrate
 from chat.settings import Settings
-from devstack.ports import Ports
 from devstack.stack import Stack
 from functions import persist
 from functions.batch import KafkaRecord
@@ -49,16 +46,10 @@ _encode = msgspec.json.Encoder().encode
 
 @contextmanager
 def private_services(components: Sequence[str] = ("postgres",)) -> Iterator[Stack]:
-    """A throwaway local PostgreSQL (and Redis if asked) on free ports, migrated, then removed."""
-    state = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    stack = Stack(state, Ports.free(), gateways=0, function_hosts=0, durable=True)
-    try:
-        stack.start(list(components))
+    """A throwaway durable PostgreSQL (and Redis if asked) on free ports, migrated."""
+    with private_stack(components, durable=True) as stack:
         migrate(stack.postgres_dsn)
         yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def make_messages(
@@ -234,11 +225,17 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     if stored != args.messages or after != stored:
         raise SystemExit(f"FAILED: stored {stored}, after redelivery {after}, sent {args.messages}")
     steady = rates[1:-1] or rates
+    # A run shorter than two seconds has no whole interval to show.
+    intervals = (
+        f"1-s intervals: min {min(steady):,.0f}, median {statistics.median(steady):,.0f}"
+        if steady
+        else "shorter than one interval"
+    )
     print()
     print(f"baseline row-by-row      {base_rate:>10,.0f} msg/s")
     print(
         f"persist function         {rate:>10,.0f} msg/s  ({rate / base_rate:.1f}x baseline)  "
-        f"1-s intervals: min {min(steady):,.0f}, median {statistics.median(steady):,.0f}"
+        + intervals
     )
     print(f"redelivered batches      {again:>10,.0f} msg/s  (rows unchanged: {after:,})")
     target = "met" if rate >= args.target else "NOT met"

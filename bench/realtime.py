@@ -21,10 +21,8 @@ import json
 import multiprocessing as mp
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,8 +36,8 @@ import msgspec
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.stack import private_stack
 from devstack.ports import Ports
-from devstack.stack import Stack
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -444,23 +442,6 @@ async def _report(count: Callable[[], int], started: float) -> None:
 # ----- orchestration -----
 
 
-@contextlib.contextmanager
-def private_stack() -> Iterator[Stack]:
-    """A throwaway stack with 2 gateways and 1 function host, removed afterwards."""
-    state = Path(tempfile.mkdtemp(prefix="chat-bench-realtime-"))
-    stack = Stack(state, Ports.free(), gateways=2, function_hosts=1, durable=False)
-    missing = stack.missing()
-    if missing:
-        shutil.rmtree(state, ignore_errors=True)
-        raise SystemExit(f"the local stack needs {', '.join(missing)}: run scripts/bootstrap.sh")
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(state, ignore_errors=True)
-
-
 def settle(base_url: str, wait_s: float = 90) -> None:
     """Wait until the node has let go of the idle sockets, so latency is not measured on top."""
     deadline = time.monotonic() + wait_s
@@ -564,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.endpoints:
         results = run(json.loads(args.endpoints.read_text()), args)
     else:
-        with private_stack() as stack:
+        with private_stack(gateways=2, function_hosts=1) as stack:
             results = run(stack.endpoints(), args)
     print(json.dumps(results, indent=2), flush=True)
     return 0
