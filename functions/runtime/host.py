@@ -112,7 +112,7 @@ class Host:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         tasks = [asyncio.create_task(r.run(), name=type(r).__name__) for r in self.runners]
-        tasks.append(asyncio.create_task(self._observe_backlog(), name="backlog"))
+        backlog = asyncio.create_task(self._observe_backlog(), name="backlog")
         http = asyncio.create_task(self.server.serve(), name="http")
         names = ", ".join(f.name for f in self.functions)
         log.info("function host up: %s", names, extra={"functions": names})
@@ -123,6 +123,11 @@ class Host:
             for t in failed:
                 if not t.cancelled() and t.exception() is not None:
                     log.error("%s ended: %r", t.get_name(), t.exception())
+        # The backlog gauge holds no work and never ends by itself: it must not count toward
+        # the drain, or every stop would wait out the whole grace period.
+        backlog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await backlog
         await self._drain(http, tasks)
         stopper.cancel()
 

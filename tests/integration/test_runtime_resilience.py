@@ -195,3 +195,19 @@ async def test_sigterm_under_load_exits_within_its_bound_and_loses_nothing(
         first.close()
         if second is not None:
             second.close()
+
+
+async def test_an_idle_host_stops_at_once_on_sigterm(
+    stack: Stack, test_id: str, tmp_path: Path
+) -> None:
+    # GIVEN a healthy host with nothing in flight and a long grace period
+    grace = 20.0
+    host = HostProcess(stack, test_id, "functions-idle", PIPELINE, tmp_path, grace_s=grace)
+    try:
+        host.wait_healthy()
+        # WHEN it gets SIGTERM
+        took = await asyncio.to_thread(host.terminate, grace + 10)
+        # THEN nothing waits out the grace period: leaving the Kafka group is all there is to do
+        assert took < 5, f"an idle host took {took:.1f}s to stop"
+    finally:
+        host.close()
