@@ -84,6 +84,26 @@ class Deps:
                 f"{left} of {count} records unconfirmed, errors: {[str(e) for e in errors[:3]]}"
             )
 
+    async def check(self, timeout_s: float = 2.0) -> dict[str, str]:
+        """Ping Redis and PostgreSQL, each within ``timeout_s``; the value is "ok" or the error."""
+
+        async def redis() -> None:
+            await self.redis.ping()
+
+        async def postgres() -> None:
+            pool = await self.pool()
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+
+        results: dict[str, str] = {}
+        for name, probe in (("redis", redis), ("postgres", postgres)):
+            try:
+                await asyncio.wait_for(probe(), timeout=timeout_s)
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = f"{type(exc).__name__}: {exc}"[:200]
+        return results
+
     async def aclose(self) -> None:
         """Close every client that was opened."""
         if self._redis is not None:

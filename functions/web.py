@@ -132,14 +132,10 @@ def endpoint(handler: Endpoint) -> Endpoint:
 
 async def healthz(_: Request) -> JSONResponse:
     """200 when PostgreSQL and Redis answer."""
-    deps = deps_module.current()
-    try:
-        await deps.redis.ping()
-        pool = await deps.pool()
-        async with pool.connection() as conn:
-            await conn.execute("SELECT 1")
-    except Exception as exc:
-        return error_response(ErrorCode.UNAVAILABLE, f"dependency down: {exc}")
+    checks = await deps_module.current().check()
+    down = {name: state for name, state in checks.items() if state != "ok"}
+    if down:
+        return error_response(ErrorCode.UNAVAILABLE, f"dependency down: {down}")
     return JSONResponse({"ok": True})
 
 

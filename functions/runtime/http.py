@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from prometheus_client import make_asgi_app
@@ -33,7 +32,7 @@ def build_app(functions: Sequence[Function], deps: Deps) -> Starlette:
             routes.append(Route(path, endpoint=fn_app, methods=[method]))
 
     async def healthz(_: Request) -> JSONResponse:
-        checks = await check_dependencies(deps)
+        checks = await deps.check(_HEALTH_TIMEOUT_S)
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ok" if healthy else "unavailable", "checks": checks},
@@ -43,24 +42,3 @@ def build_app(functions: Sequence[Function], deps: Deps) -> Starlette:
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.append(Mount("/metrics", app=make_asgi_app()))
     return Starlette(routes=routes)
-
-
-async def check_dependencies(deps: Deps) -> dict[str, str]:
-    """Ping Redis and PostgreSQL; the value is "ok" or the error."""
-
-    async def redis() -> None:
-        await deps.redis.ping()
-
-    async def postgres() -> None:
-        pool = await deps.pool()
-        async with pool.connection() as conn:
-            await conn.execute("SELECT 1")
-
-    results: dict[str, str] = {}
-    for name, check in (("redis", redis), ("postgres", postgres)):
-        try:
-            await asyncio.wait_for(check(), timeout=_HEALTH_TIMEOUT_S)
-            results[name] = "ok"
-        except Exception as exc:
-            results[name] = f"{type(exc).__name__}: {exc}"[:200]
-    return results
