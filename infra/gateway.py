@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.lambdas import container, task_execution_role
+from infra.lambdas import container, fargate_task, task_execution_role
 from infra.network import GATEWAY_PORT, Network
 
 HEALTH_PATH = "/healthz"
@@ -119,18 +119,15 @@ class Gateway(pulumi.ComponentResource):
         log_group = aws.cloudwatch.LogGroup(
             name, name=f"/ecs/{name}", retention_in_days=args.log_retention_days, opts=child
         )
-        exec_role, exec_policy = task_execution_role(
+        execution = task_execution_role(
             name, log_group, list(args.secrets.values()), args.ecr_repository_arn, self
         )
-        task = aws.ecs.TaskDefinition(
+        task = fargate_task(
             name,
-            family=name,
-            cpu=str(args.cpu),
-            memory=str(args.memory_mb),
-            network_mode="awsvpc",
-            requires_compatibilities=["FARGATE"],
-            runtime_platform={"cpu_architecture": "ARM64", "operating_system_family": "LINUX"},
-            execution_role_arn=exec_role.arn,
+            cpu=args.cpu,
+            memory_mb=args.memory_mb,
+            execution=execution,
+            parent=self,
             container_definitions=container(
                 "gateway",
                 args.image,
@@ -140,7 +137,6 @@ class Gateway(pulumi.ComponentResource):
                 log_group,
                 port=GATEWAY_PORT,
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[exec_policy]),
         )
         self.service = aws.ecs.Service(
             name,

@@ -188,6 +188,33 @@ def container(
     return pulumi.Output.json_dumps([definition])
 
 
+def fargate_task(
+    name: str,
+    *,
+    cpu: int,
+    memory_mb: int,
+    execution: tuple[aws.iam.Role, aws.iam.RolePolicy],
+    container_definitions: pulumi.Output[str],
+    parent: pulumi.Resource,
+    task_role_arn: pulumi.Input[str] | None = None,
+) -> aws.ecs.TaskDefinition:
+    """A Fargate task definition on the platform the image is built for (Linux, ARM64)."""
+    exec_role, exec_policy = execution
+    return aws.ecs.TaskDefinition(
+        name,
+        family=name,
+        cpu=str(cpu),
+        memory=str(memory_mb),
+        network_mode="awsvpc",
+        requires_compatibilities=["FARGATE"],
+        runtime_platform={"cpu_architecture": "ARM64", "operating_system_family": "LINUX"},
+        execution_role_arn=exec_role.arn,
+        task_role_arn=task_role_arn,
+        container_definitions=container_definitions,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[exec_policy]),
+    )
+
+
 class StreamBridge(pulumi.ComponentResource):
     """The Redis-stream event source of one function: an ECS service invoking its Lambda."""
 
@@ -204,7 +231,7 @@ class StreamBridge(pulumi.ComponentResource):
         log_group = aws.cloudwatch.LogGroup(
             name, name=f"/ecs/{name}", retention_in_days=args.log_retention_days, opts=child
         )
-        exec_role, exec_policy = task_execution_role(
+        execution = task_execution_role(
             name, log_group, [args.redis_url_secret_arn], args.ecr_repository_arn, self
         )
         self.task_role = aws.iam.Role(
@@ -217,16 +244,13 @@ class StreamBridge(pulumi.ComponentResource):
             policy=policies.document([policies.allow(["lambda:InvokeFunction"], [target.arn])]),
             opts=child,
         )
-        task = aws.ecs.TaskDefinition(
+        task = fargate_task(
             name,
-            family=name,
-            cpu="256",
-            memory="512",
-            network_mode="awsvpc",
-            requires_compatibilities=["FARGATE"],
-            runtime_platform={"cpu_architecture": "ARM64", "operating_system_family": "LINUX"},
-            execution_role_arn=exec_role.arn,
+            cpu=256,
+            memory_mb=512,
+            execution=execution,
             task_role_arn=self.task_role.arn,
+            parent=self,
             container_definitions=container(
                 "bridge",
                 args.image,
@@ -235,7 +259,6 @@ class StreamBridge(pulumi.ComponentResource):
                 {"CHAT_REDIS_URL": args.redis_url_secret_arn},
                 log_group,
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[exec_policy]),
         )
         self.service = aws.ecs.Service(
             name,
