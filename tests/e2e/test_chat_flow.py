@@ -3,77 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import socketio
+from realtime_client import Client, unique_room, until
 
 from devstack import Stack
 
 pytestmark = pytest.mark.e2e
 
-DEADLINE_S = 20.0
-
-
-class Member:
-    """A Socket.IO client that records what the server sends it."""
-
-    def __init__(self, user: str) -> None:
-        self.user = user
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.messages: list[dict[str, Any]] = []
-        self.refusal: Any = None
-        self.sio.on("message", self.messages.append)
-        self.sio.on("connect_error", self._refused)
-
-    def _refused(self, data: Any) -> None:
-        self.refusal = data
-
-    async def connect(self, url: str, auth: Any = None) -> None:
-        auth = {"user": self.user} if auth is None else auth
-        await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
-
-    async def call(self, event: str, *payload: Any) -> Any:
-        return await self.sio.call(event, *payload, timeout=10)
-
-    def seqs(self, room: str) -> list[int]:
-        return [m["seq"] for m in self.messages if m["room"] == room]
-
-
-async def until(check: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> None:
-    """Wait until ``check()`` holds; fail with ``what`` after the deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while not check():
-        if loop.time() > end:
-            pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
 
 @pytest.fixture
 def room() -> str:
-    return f"e2e-{uuid.uuid4().hex[:12]}"
+    return unique_room("e2e")
 
 
 @pytest.fixture
-async def pair(full_stack: Stack) -> AsyncIterator[tuple[Member, Member]]:
+async def pair(full_stack: Stack) -> AsyncIterator[tuple[Client, Client]]:
     """Ann on gateway node 1 and Bob on gateway node 2."""
     urls = full_stack.endpoints()["ws_urls"]
     assert len(urls) >= 2, "the e2e suite needs two gateway nodes"
-    ann, bob = Member("ann"), Member("bob")
+    ann, bob = Client("ann"), Client("bob")
     await ann.connect(urls[0])
     await bob.connect(urls[1])
     yield ann, bob
     for m in (ann, bob):
-        await m.sio.disconnect()
+        await m.close()
 
 
 async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
-    full_stack: Stack, pair: tuple[Member, Member], room: str
+    full_stack: Stack, pair: tuple[Client, Client], room: str
 ) -> None:
     ann, bob = pair
     # GIVEN both members in one room, each on its own node
@@ -82,7 +45,7 @@ async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
         assert ack == {"ok": True, "room": room, "last_seq": 0}
 
     # WHEN both send at once
-    async def send_all(m: Member, n: int) -> list[str]:
+    async def send_all(m: Client, n: int) -> list[str]:
         ids = []
         for i in range(n):
             payload = {"room": room, "text": f"{m.user} says {i}", "client_msg_id": f"{i}"}
@@ -100,11 +63,11 @@ async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
         await until(lambda m=m: len(m.seqs(room)) >= 30, f"30 messages at {m.user}")
         await asyncio.sleep(0.3)  # anything extra would show up now
         assert m.seqs(room) == list(range(1, 31))
-        assert {x["id"] for x in m.messages} == sent
-    ann_texts = [x["text"] for x in ann.messages if x["sender"] == "ann"]
+        assert {x["id"] for x in m.got("message")} == sent
+    ann_texts = [x["text"] for x in ann.got("message") if x["sender"] == "ann"]
     assert ann_texts == [f"ann says {i}" for i in range(15)]  # one sender's order is kept
-    assert ann.messages == bob.messages
-    first = ann.messages[0]
+    assert ann.got("message") == bob.got("message")
+    first = ann.got("message")[0]
     assert set(first) == {"id", "room", "seq", "sender", "text", "client_msg_id", "ts"}
     assert first["ts"].endswith("Z")
 
@@ -113,7 +76,7 @@ async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
     async with httpx.AsyncClient(base_url=http, headers={"X-User": "ann"}, timeout=10) as client:
         page = (await client.get(f"/rooms/{room}/messages", params={"limit": 200})).json()
         assert [x["seq"] for x in page["messages"]] == list(range(1, 31))
-        assert page["messages"] == ann.messages
+        assert page["messages"] == ann.got("message")
         older = (await client.get(f"/rooms/{room}/messages", params={"limit": 10})).json()
         assert [x["seq"] for x in older["messages"]] == list(range(21, 31))
         assert older["next_before_seq"] == 21
@@ -134,7 +97,7 @@ async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
 
 
 async def test_a_resent_message_keeps_its_id_and_makes_no_second_message(
-    full_stack: Stack, pair: tuple[Member, Member], room: str
+    full_stack: Stack, pair: tuple[Client, Client], room: str
 ) -> None:
     ann, bob = pair
     for m in (ann, bob):
@@ -147,11 +110,11 @@ async def test_a_resent_message_keeps_its_id_and_makes_no_second_message(
     follow = await ann.call("send", {"room": room, "text": "next", "client_msg_id": "n"})
     await until(lambda: len(bob.seqs(room)) >= 2, "the next message at bob")
     assert bob.seqs(room) == [1, 2]
-    assert bob.messages[1]["id"] == follow["id"]
+    assert bob.got("message")[1]["id"] == follow["id"]
     # Another user's identical client_msg_id is another message.
     await bob.call("send", payload)
     await until(lambda: len(ann.seqs(room)) >= 3, "bob's message at ann")
-    assert ann.messages[2]["sender"] == "bob" and ann.messages[2]["id"] != first["id"]
+    assert ann.got("message")[2]["sender"] == "bob" and ann.got("message")[2]["id"] != first["id"]
 
 
 BAD_INPUT: list[tuple[str, Any, str]] = [
@@ -172,7 +135,7 @@ BAD_INPUT: list[tuple[str, Any, str]] = [
 
 
 async def test_bad_input_gets_an_error_ack_and_the_node_keeps_serving(
-    pair: tuple[Member, Member], room: str
+    pair: tuple[Client, Client], room: str
 ) -> None:
     ann, bob = pair
     for m in (ann, bob):
@@ -194,27 +157,27 @@ async def test_bad_input_gets_an_error_ack_and_the_node_keeps_serving(
     assert ok["ok"] is True
     await until(lambda: len(bob.seqs(room)) >= 1, "the good message at bob")
     await asyncio.sleep(0.3)
-    assert [m["text"] for m in bob.messages] == ["still here"]
+    assert [m["text"] for m in bob.got("message")] == ["still here"]
 
 
 async def test_an_oversized_frame_is_refused_without_hurting_others(
-    full_stack: Stack, pair: tuple[Member, Member], room: str
+    full_stack: Stack, pair: tuple[Client, Client], room: str
 ) -> None:
     _, bob = pair
     await bob.call("join", {"room": room})
-    big = Member("mallory")
+    big = Client("mallory")
     await big.connect(full_stack.endpoints()["ws_urls"][1])
     await big.call("join", {"room": room})
     # Over the node's max payload: the engine closes this connection, and no one else's.
     await big.sio.emit("send", {"room": room, "text": "x" * 200_000, "client_msg_id": "big"})
     await until(lambda: not big.sio.connected, "the oversized sender to be cut off", 10)
-    await big.sio.disconnect()
+    await big.close()
     await bob.call("send", {"room": room, "text": "fine", "client_msg_id": "f"})
     await until(lambda: len(bob.seqs(room)) >= 1, "bob's own message")
 
 
 async def test_a_socket_without_credentials_is_refused_with_a_code(full_stack: Stack) -> None:
-    m = Member("nobody")
+    m = Client("nobody")
     with pytest.raises(socketio.exceptions.ConnectionError):
         await m.connect(full_stack.endpoints()["ws_urls"][0], auth={})
     assert isinstance(m.refusal, dict)
@@ -246,7 +209,7 @@ async def test_history_answers_bad_parameters_with_json_errors(
 
 
 async def test_a_longest_message_of_wide_characters_is_accepted_intact(
-    pair: tuple[Member, Member], room: str
+    pair: tuple[Client, Client], room: str
 ) -> None:
     ann, bob = pair
     for m in (ann, bob):
@@ -256,4 +219,4 @@ async def test_a_longest_message_of_wide_characters_is_accepted_intact(
     ack = await ann.call("send", {"room": room, "text": text, "client_msg_id": "wide"})
     assert ack["ok"] is True, ack
     await until(lambda: len(bob.seqs(room)) >= 1, "the long message at bob")
-    assert bob.messages[0]["text"] == text
+    assert bob.got("message")[0]["text"] == text
