@@ -31,6 +31,11 @@ def dedup_key(room: str, message_id: str) -> str:
     return f"{_room_tag(room)}:dedup:{message_id}"
 
 
+def room_channel(room: str) -> str:
+    """Sharded pub/sub channel of the room's fan-out frames; in the room's slot like its keys."""
+    return f"{_room_tag(room)}:events"
+
+
 def sio_room(room: str) -> str:
     """Socket.IO room of a chat room; prefixed so it can never name a socket id."""
     return f"r:{room}"

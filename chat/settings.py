@@ -32,8 +32,6 @@ class Settings:
     jwt_algorithm: str = "HS256"
     history_url: str = ""
     node_id: str = field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
-    # Socket.IO pub/sub channel shared by gateways and the message function.
-    fanout_channel: str = "chat:fanout"
     # How long a (sender, room, client_msg_id) stays deduplicated.
     dedup_ttl_s: int = 24 * 3600
     # How many recent messages each room keeps in Redis for reconnect recovery.

@@ -5,6 +5,7 @@ Handlers never see Redis, Kafka or Lambda event shapes: the runtime adapters bui
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -54,11 +55,15 @@ class BatchResult:
 
     ``failed``: transient failures, retried alone (partial batch failure).
     ``poison``: bad records with the reason, dead-lettered and never retried.
+    ``settle``: when set, the records that succeeded are done only once it resolves (Kafka
+    confirmed what they produced); the runtime acks them then and may run later batches
+    meanwhile. A runtime that cannot keep records in hand that long awaits it before replying.
     Raising instead of returning marks the whole batch as a transient failure.
     """
 
     failed: set[str] = field(default_factory=set)
     poison: dict[str, str] = field(default_factory=dict)
+    settle: asyncio.Future[None] | None = None
 
     @property
     def clean(self) -> bool:

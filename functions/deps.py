@@ -11,9 +11,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from chat.clients import kafka_producer, postgres_pool, redis_client
 from chat.settings import Settings
+from functions.forwarding import Forwarder, OutRecord
 
-# key, value, headers (or None)
-OutRecord = tuple[str | bytes | None, bytes, dict[str, str | bytes | None] | None]
+__all__ = ["DeliveryError", "Deps", "OutRecord", "current", "install"]
 
 
 class DeliveryError(RuntimeError):
@@ -27,6 +27,7 @@ class Deps:
         self.settings = settings
         self._redis: aioredis.Redis | None = None
         self._producer: Producer | None = None
+        self._forwarder: Forwarder | None = None
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
 
@@ -43,6 +44,13 @@ class Deps:
         if self._producer is None:
             self._producer = kafka_producer(self.settings)
         return self._producer
+
+    @property
+    def forwarder(self) -> Forwarder:
+        """Produces through the process's producer without waiting for Kafka's confirmation."""
+        if self._forwarder is None:
+            self._forwarder = Forwarder(self.producer)
+        return self._forwarder
 
     async def pool(self) -> AsyncConnectionPool:
         """The process's PostgreSQL pool, opened on first use."""
@@ -110,7 +118,9 @@ class Deps:
             await self._redis.aclose()
         if self._pool is not None:
             await self._pool.close()
-        if self._producer is not None:
+        if self._forwarder is not None:
+            await asyncio.to_thread(self._forwarder.close, 10)
+        elif self._producer is not None:
             await asyncio.to_thread(self._producer.flush, 10)
 
 

@@ -9,7 +9,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chat import names
+from chat import frames, names
 from chat.auth import Identity
 from chat.contract import Message
 from functions import deps as deps_module
@@ -20,7 +20,6 @@ DEFAULT_LIMIT = 50
 
 __all__ = ["app", "error_response", "messages"]
 
-_decode_message = msgspec.json.Decoder(Message).decode
 
 # Both pages read the (room, seq) unique index as a range: a page costs `limit` index entries
 # whatever the room's size, and a page boundary is a seq, never an offset, so messages arriving
@@ -51,8 +50,8 @@ async def _recent(
     out: list[Message] = []
     for _, fields in entries:
         try:
-            out.append(_decode_message(fields["m"]))
-        except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
+            out.append(frames.decode_message(frames.log_entry_json(fields)))
+        except frames.FrameError:
             # A damaged log entry must not fail the page; the stored copy answers for it.
             continue
     return out

@@ -1,41 +1,53 @@
-"""The message function: dedup, per-room seq, recent log, fan-out, then Kafka, per batch."""
+"""The message function: dedup, per-room seq, recent log, per-room fan-out, then Kafka.
+
+Live delivery never waits for Kafka: the batch's messages are sequenced, logged and published
+to their rooms in one script call per room, then handed to the producer; the handler returns
+at once with a ``settle`` future that resolves when Kafka has confirmed them, and the runtime
+acks the stream entries only then. A host killed meanwhile loses nothing: its entries are
+reclaimed, the dedup records give each the seq it already has, and they are produced again
+(persist is idempotent).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
-
-from chat import names
+from chat import frames, names
 from chat.contract import ContractError, ErrorCode, Message, SendRequest, parse
 from chat.ids import message_id
 from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps, OutRecord
 
-# One atomic step per message. Redis runs scripts one at a time, so a room's seq order, its
-# recent-log order and its fan-out order are the same order on every gateway, whichever host
-# of this function ran the script. A dedup hit returns the first assignment and publishes nothing.
-#   KEYS: seq counter, recent log, dedup key
-#   ARGV: id, room, sender, text, client_msg_id, ts, stream entry id, dedup ttl,
-#         log length, fan-out channel, Socket.IO room
-_SEQUENCE = """
-local hit = redis.call('GET', KEYS[3])
-if hit then
-  return {0, hit}
+# One call per room per batch, atomic: Redis runs scripts one at a time, so a room's seq order,
+# its recent-log order and its fan-out order are one order, whichever host ran the script. A
+# dedup hit assigns nothing and publishes nothing; it returns the first assignment.
+#   KEYS: seq counter, recent log, then one dedup key per message
+#   ARGV: dedup ttl, log length, room channel, then per message: JSON head, JSON tail, entry id
+# Reply per message: {1, seq} when sequenced now, {0, "<seq>|<entry id>"} on a dedup hit.
+_SEQUENCE = (
+    frames.MESSAGE_LUA
+    + """
+local ttl, log_len, channel = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 1, #KEYS - 2 do
+  local dedup = KEYS[2 + i]
+  local hit = redis.call('GET', dedup)
+  if hit then
+    out[i] = {0, hit}
+  else
+    local at = 3 + 3 * (i - 1)
+    local seq = redis.call('INCR', KEYS[1])
+    local msg = message_json(ARGV[at + 1], seq, ARGV[at + 2])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_len, seq_text(seq) .. '-0', 'm', msg)
+    redis.call('SET', dedup, seq_text(seq) .. '|' .. ARGV[at + 3], 'EX', ttl)
+    redis.call('SPUBLISH', channel, fanout_frame('message', seq, event_packet('message', msg)))
+    out[i] = {1, seq}
+  end
 end
-local seq = redis.call('INCR', KEYS[1])
-local msg = cjson.encode({id = ARGV[1], room = ARGV[2], seq = seq, sender = ARGV[3],
-                          text = ARGV[4], client_msg_id = ARGV[5], ts = ARGV[6]})
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], seq .. '-0', 'm', msg)
-redis.call('SET', KEYS[3], seq .. '|' .. ARGV[6] .. '|' .. ARGV[7], 'EX', ARGV[8])
-redis.call('PUBLISH', ARGV[10], '{"method":"emit","event":"message","data":[' .. msg ..
-  '],"binary":false,"namespace":"/","room":' .. cjson.encode(ARGV[11]) ..
-  ',"skip_sid":null,"callback":null,"host_id":"message-function"}')
-return {1, tostring(seq)}
+return out
 """
-
-_encode = msgspec.json.Encoder().encode
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,20 @@ class Inbound:
         """The message's final id."""
         return message_id(self.sender, self.request.room, self.request.client_msg_id)
 
+    def template(self) -> tuple[bytes, bytes]:
+        """The message's JSON around its seq, which the sequencing script fills in."""
+        return frames.message_template(
+            Message(
+                id=self.id,
+                room=self.request.room,
+                seq=0,
+                sender=self.sender,
+                text=self.request.text,
+                client_msg_id=self.request.client_msg_id,
+                ts=self.ts,
+            )
+        )
+
 
 def decode(record: StreamRecord) -> Inbound:
     """Validate a stream entry again: the stream is a trust boundary like any other."""
@@ -66,66 +92,65 @@ def decode(record: StreamRecord) -> Inbound:
     return Inbound(record=record, request=request, sender=sender, ts=ts)
 
 
+def _to_forward(item: Inbound, head: bytes, tail: bytes, reply: Sequence[object]) -> bytes | None:
+    """The Kafka value for one script reply, or None for a re-sent duplicate."""
+    fresh, value = reply
+    if int(str(fresh)):
+        return frames.message_json(head, int(str(value)), tail)
+    first = str(value)
+    seq, _, origin = first.partition("|")
+    # Records written before the ts left the dedup value read "<seq>|<ts>|<entry id>".
+    origin = origin.rpartition("|")[2]
+    if origin != item.record.origin:
+        return None  # a re-sent duplicate: its first entry produces (or produced) it
+    # A redelivery or a replay of the first entry: produce again; persist is idempotent.
+    return frames.message_json(head, int(seq), tail)
+
+
 async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
-    """Sequence, fan out and forward a batch of accepted sends."""
+    """Sequence and fan out a batch of accepted sends; Kafka's confirmation settles it."""
     result = BatchResult()
-    accepted: list[Inbound] = []
+    by_room: dict[str, list[Inbound]] = {}
     for record in batch:
         try:
-            accepted.append(decode(record))
+            item = decode(record)
         except ContractError as exc:
             result.poison[record.id] = f"{exc.code}: {exc.message}"
-    if not accepted:
+            continue
+        by_room.setdefault(item.request.room, []).append(item)
+    if not by_room:
         return result
 
     settings = deps.settings
     script = deps.redis.register_script(_SEQUENCE)
+    plans: list[tuple[list[Inbound], list[tuple[bytes, bytes]]]] = []
     async with deps.redis.pipeline(transaction=False) as pipe:
-        for item in accepted:
-            room, msg_id = item.request.room, item.id
+        for room, items in by_room.items():
+            templates = [item.template() for item in items]
+            args: list[str | bytes | int] = [
+                settings.dedup_ttl_s,
+                settings.recent_log_len,
+                names.room_channel(room),
+            ]
+            for item, (head, tail) in zip(items, templates, strict=True):
+                args += [head, tail, item.record.origin]
             await script(
                 keys=[
                     names.seq_key(room),
                     names.recent_log_key(room),
-                    names.dedup_key(room, msg_id),
+                    *(names.dedup_key(room, item.id) for item in items),
                 ],
-                args=[
-                    msg_id,
-                    room,
-                    item.sender,
-                    item.request.text,
-                    item.request.client_msg_id,
-                    item.ts,
-                    item.record.origin,
-                    settings.dedup_ttl_s,
-                    settings.recent_log_len,
-                    settings.fanout_channel,
-                    names.sio_room(room),
-                ],
+                args=args,
                 client=pipe,
             )
+            plans.append((items, templates))
         replies = await pipe.execute()
 
     to_kafka: list[OutRecord] = []
-    for item, (fresh, value) in zip(accepted, replies, strict=True):
-        if int(fresh):
-            seq, ts = int(value), item.ts
-        else:
-            first_seq, first_ts, first_entry = str(value).split("|", 2)
-            if first_entry != item.record.origin:
-                # A re-sent duplicate: its first entry produces (or already produced) it.
-                continue
-            # A redelivery or a replay of the first entry: produce again; persist is idempotent.
-            seq, ts = int(first_seq), first_ts
-        message = Message(
-            id=item.id,
-            room=item.request.room,
-            seq=seq,
-            sender=item.sender,
-            text=item.request.text,
-            client_msg_id=item.request.client_msg_id,
-            ts=ts,
-        )
-        to_kafka.append((message.room, _encode(message), None))
-    await deps.produce(names.MESSAGES_TOPIC, to_kafka)
+    for (items, templates), room_replies in zip(plans, replies, strict=True):
+        for item, (head, tail), reply in zip(items, templates, room_replies, strict=True):
+            value = _to_forward(item, head, tail, reply)
+            if value is not None:
+                to_kafka.append((item.request.room, value, None))
+    result.settle = deps.forwarder.send(names.MESSAGES_TOPIC, to_kafka)
     return result

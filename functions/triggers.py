@@ -29,6 +29,9 @@ class RedisStream:
     dead_letter: str | None = None
     # Acked entries are deleted so the stream holds only work still to do.
     delete_on_ack: bool = True
+    # Entries a runner may hold handled but unsettled (a handler's ``settle`` pending, e.g.
+    # Kafka down); at the bound it reads nothing more until the oldest settle.
+    max_settling: int = 20_000
 
     def __post_init__(self) -> None:
         if not self.stream or not self.group:
@@ -39,6 +42,7 @@ class RedisStream:
             max_wait_ms=self.max_wait_ms,
             visibility_timeout_s=self.visibility_timeout_s,
             max_attempts=self.max_attempts,
+            max_settling=self.max_settling,
         )
         if self.dead_letter == self.stream:
             raise ValueError("RedisStream.dead_letter must differ from the stream it guards")

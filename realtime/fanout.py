@@ -1,82 +1,392 @@
-"""Cross-node fan-out through Redis pub/sub, holding live messages for sockets that replay."""
+"""Per-room fan-out: a node subscribes to the sharded channels of the rooms it has members in.
+
+The message function publishes each message once, as a ready Socket.IO packet, on its room's
+channel (``chat.frames``); gateways publish presence and typing the same way. A node writes the
+packet of each frame to every local member of the room as it is: nothing is decoded or encoded
+per node or per socket.
+
+Order and completeness: a room's frames arrive in seq order on its channel. The node keeps the
+last message seq it delivered per room; a frame past the next expected seq (the subscription was
+lost and restored, e.g. Redis restarted) is preceded by the missing messages read from the
+room's recent log, and a frame already delivered is dropped. So a member never misses a seq
+silently: what the capped log no longer holds shows as a jump the client repairs from history.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
+from engineio import packet as eio_packet
 
+from chat import frames, names
 from realtime import metrics
 
+log = logging.getLogger("realtime.fanout")
 
-def _accepted_at(payload: dict[str, Any]) -> float | None:
-    """The epoch time a message was accepted (its ``ts``), None when unreadable."""
-    ts = payload.get("ts")
-    if not isinstance(ts, str):
+# How long a join waits for its room's subscription before it answers unavailable.
+SUBSCRIBE_TIMEOUT_S = 5.0
+# The subscription connection is pinged this often; no answer for two rounds: reconnect.
+_PING_EVERY_S = 5.0
+_RECONNECT_BASE_S = 0.1
+_RECONNECT_CAP_S = 5.0
+# The ``"ts":"`` field closes a message's JSON: found from the end without parsing the packet.
+_TS_MARK = '"ts":"'
+
+
+class PacketWriter:
+    """Writes pre-encoded Socket.IO packets to this node's sockets.
+
+    python-socketio has no public call that sends an already encoded packet to many sockets, so
+    this is the one place that reaches into python-engineio: it puts one shared Engine.IO MESSAGE
+    packet on each socket's outgoing queue, which the socket's own writer drains in order with
+    everything else (acks, pings). The behaviour is pinned by a test against the installed
+    python-socketio and python-engineio.
+    """
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
+
+    @staticmethod
+    def engineio_packet(packet: str) -> eio_packet.Packet:
+        """The Engine.IO MESSAGE packet carrying a Socket.IO packet."""
+        return eio_packet.Packet(eio_packet.MESSAGE, data=packet)
+
+    def members(self, sio_room: str) -> dict[str, str]:
+        """Socket.IO sid -> Engine.IO sid of this node's sockets in a Socket.IO room."""
+        rooms: dict[str, dict[str, str]] = self.sio.manager.rooms.get("/", {})
+        return rooms.get(sio_room) or {}
+
+    def write(self, eio_sid: str, pkt: eio_packet.Packet) -> bool:
+        """Queue ``pkt`` for one socket; False when the socket is gone or closing."""
+        socket = self.sio.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed or socket.closing:
+            return False
+        socket.queue.put_nowait(pkt)
+        return True
+
+    def write_to(self, sid: str, packet: str) -> bool:
+        """Queue a Socket.IO packet for one socket of this node, by its Socket.IO sid."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        return eio_sid is not None and self.write(eio_sid, self.engineio_packet(packet))
+
+
+@dataclass(slots=True)
+class _Room:
+    """A room this node carries: its channel, local sockets and delivery position."""
+
+    room: str
+    channel: str
+    sockets: set[str] = field(default_factory=set)
+    subscribed: asyncio.Future[None] | None = None
+    # Last message seq delivered here; ``floor`` is the seq the first local join reported.
+    last_seq: int | None = None
+    floor: int = 0
+    # sid -> frames held while that socket replays the recent log
+    holds: dict[str, list[frames.Frame]] = field(default_factory=dict)
+
+    @property
+    def expected(self) -> int:
+        """The next message seq this node should deliver."""
+        return max(self.last_seq or 0, self.floor) + 1
+
+
+class RoomFanout:
+    """This node's room subscriptions and the delivery of their frames to local members."""
+
+    def __init__(self, redis_url: str, redis: aioredis.Redis, writer: PacketWriter) -> None:
+        self.redis = redis
+        self.writer = writer
+        # One dedicated connection carries every subscription of this node: no timeout on
+        # reads (it idles between frames), liveness by pings instead.
+        self._pool = aioredis.ConnectionPool.from_url(
+            redis_url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=None,
+            socket_keepalive=True,
+            max_connections=2,
+            # RESP2: a subscribed connection answers with plain arrays, read in order.
+            protocol=2,
+        )
+        self._conn: Any = None
+        self._rooms: dict[str, _Room] = {}
+        self._by_channel: dict[str, _Room] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._last_reply = time.monotonic()
+        self.reconnects = 0
+
+    # ----- lifecycle -----
+
+    def start(self) -> None:
+        """Start the subscription reader (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._read_forever(), name="room-fanout")
+            self._pinger = asyncio.create_task(self._ping_forever(), name="room-fanout-ping")
+
+    async def stop(self) -> None:
+        """Stop reading and close the subscription connection."""
+        for task in (self._pinger, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._pinger = None
+        await self._close()
+        await self._pool.aclose()
+
+    # ----- subscriptions -----
+
+    @property
+    def rooms(self) -> set[str]:
+        """The rooms this node is subscribed to (or subscribing)."""
+        return set(self._rooms)
+
+    async def add(self, room: str, sid: str) -> None:
+        """Count ``sid`` as a local member; return once the room's frames reach this node."""
+        state = self._rooms.get(room)
+        if state is None:
+            state = _Room(room=room, channel=names.room_channel(room))
+            state.subscribed = asyncio.get_running_loop().create_future()
+            self._rooms[room] = state
+            self._by_channel[state.channel] = state
+            await self._send("SSUBSCRIBE", state.channel)
+        state.sockets.add(sid)
+        if state.subscribed is not None and not state.subscribed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(state.subscribed), SUBSCRIBE_TIMEOUT_S)
+            except TimeoutError:
+                self.remove(room, sid)
+                raise
+
+    def set_floor(self, room: str, seq: int) -> None:
+        """Record the room's last seq as a local join reported it (where repairs start)."""
+        state = self._rooms.get(room)
+        if state is not None and state.last_seq is None and seq > state.floor:
+            state.floor = seq
+
+    def remove(self, room: str, sid: str) -> None:
+        """Stop counting ``sid``; the room's last local member leaving unsubscribes."""
+        state = self._rooms.get(room)
+        if state is None:
+            return
+        state.sockets.discard(sid)
+        state.holds.pop(sid, None)
+        if state.sockets:
+            return
+        del self._rooms[room]
+        self._by_channel.pop(state.channel, None)
+        if state.subscribed is not None and not state.subscribed.done():
+            state.subscribed.cancel()
+        task = asyncio.get_running_loop().create_task(self._send("SUNSUBSCRIBE", state.channel))
+        task.add_done_callback(_log_failure)
+
+    # ----- holds during replay -----
+
+    def hold(self, room: str, sid: str) -> None:
+        """Keep the room's live messages aside for ``sid`` while it replays the recent log."""
+        state = self._rooms.get(room)
+        if state is not None:
+            state.holds[sid] = []
+
+    def release(self, room: str, sid: str) -> list[frames.Frame]:
+        """Stop holding; return what was held, in seq order."""
+        state = self._rooms.get(room)
+        return [] if state is None else state.holds.pop(sid, [])
+
+    # ----- publishing -----
+
+    async def publish(
+        self, room: str, event: str, payload: object, skip: str | None = None
+    ) -> None:
+        """Send an event to the room's members on every node (this one included)."""
+        frame = frames.encode_frame(event, frames.encode_event(event, payload), skip=skip)
+        await self.redis.spublish(names.room_channel(room), frame)
+
+    def emit_to(self, sid: str, event: str, payload: object) -> None:
+        """Send an event to one socket of this node."""
+        if self.writer.write_to(sid, frames.encode_event(event, payload)):
+            metrics.EVENTS_OUT.labels(event).inc()
+
+    def send_packet(self, sid: str, event: str, packet: str) -> None:
+        """Send an already encoded packet to one socket of this node."""
+        if self.writer.write_to(sid, packet):
+            metrics.EVENTS_OUT.labels(event).inc()
+
+    # ----- the subscription connection -----
+
+    async def _send(self, *command: str) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the reader subscribes every wanted room when it (re)connects
+        try:
+            await conn.send_command(*command)
+        except (OSError, aioredis.ConnectionError):
+            # The reader notices the broken connection and resubscribes everything.
+            log.warning("subscription command failed; the reader reconnects", exc_info=True)
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def _connect(self) -> Any:
+        conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        await conn.connect()
+        self._conn = conn
+        self._last_reply = time.monotonic()
+        channels = [state.channel for state in self._rooms.values()]
+        if channels:
+            await conn.send_command("SSUBSCRIBE", *channels)
+        return conn
+
+    async def _read_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                conn = await self._connect()
+                if failures:
+                    log.info("room subscriptions restored", extra={"rooms": len(self._rooms)})
+                failures = 0
+                while True:
+                    reply = await conn.read_response()
+                    self._last_reply = time.monotonic()
+                    await self._on_reply(reply)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                self.reconnects += 1
+                metrics.FANOUT_RECONNECTS.inc()
+                await self._close()
+                for state in self._rooms.values():
+                    if state.subscribed is None or state.subscribed.done():
+                        state.subscribed = None  # confirmed again after the reconnect
+                delay = min(_RECONNECT_CAP_S, _RECONNECT_BASE_S * 2 ** min(failures - 1, 6))
+                log.warning(
+                    "room subscription connection lost; reconnecting in %.1fs",
+                    delay,
+                    exc_info=failures == 1,
+                    extra={"rooms": len(self._rooms), "failures": failures},
+                )
+                await asyncio.sleep(delay)
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_PING_EVERY_S)
+            if self._conn is None:
+                continue
+            if time.monotonic() - self._last_reply > 2 * _PING_EVERY_S + 1:
+                log.warning("room subscription connection silent; reconnecting")
+                await self._close()
+                continue
+            await self._send("PING")
+
+    async def _on_reply(self, reply: Any) -> None:
+        if not isinstance(reply, list) or not reply:
+            return
+        kind = reply[0]
+        if kind == "smessage" and len(reply) == 3:
+            state = self._by_channel.get(reply[1])
+            if state is not None:
+                await self._on_frame(state, reply[2])
+        elif kind == "ssubscribe" and len(reply) >= 2:
+            state = self._by_channel.get(reply[1])
+            if state is None:
+                return
+            if state.subscribed is None:
+                # Subscribed again after a lost connection: deliver what was missed meanwhile.
+                state.subscribed = asyncio.get_running_loop().create_future()
+                await self._repair(state, None)
+            if not state.subscribed.done():
+                state.subscribed.set_result(None)
+
+    async def _on_frame(self, state: _Room, raw: str) -> None:
+        try:
+            frame = frames.decode_frame(raw)
+        except frames.FrameError:
+            log.warning("dropped a malformed fan-out frame", extra={"room": state.room})
+            return
+        if frame.seq is not None:
+            if state.last_seq is not None and frame.seq <= state.last_seq:
+                return  # already delivered (by a repair)
+            if frame.seq > state.expected and state.last_seq is not None:
+                await self._repair(state, frame.seq - 1)
+                if state.last_seq is not None and frame.seq <= state.last_seq:
+                    return
+            state.last_seq = frame.seq
+            _observe_latency(frame.packet)
+        self._deliver(state, frame)
+
+    def _deliver(self, state: _Room, frame: frames.Frame) -> None:
+        members = self.writer.members(names.sio_room(state.room))
+        if not members:
+            return
+        pkt = self.writer.engineio_packet(frame.packet)
+        holds = state.holds
+        sent = 0
+        for sid, eio_sid in members.items():
+            if sid == frame.skip:
+                continue
+            if holds and sid in holds and frame.seq is not None:
+                holds[sid].append(frame)
+                continue
+            if self.writer.write(eio_sid, pkt):
+                sent += 1
+        if sent:
+            metrics.EVENTS_OUT.labels(frame.event).inc(sent)
+
+    async def _repair(self, state: _Room, upto: int | None) -> None:
+        """Deliver the room's logged messages from the expected seq up to ``upto`` (None: all)."""
+        start = state.expected
+        redis: Any = self.redis
+        try:
+            entries: list[tuple[str, dict[str, str]]] = await redis.xrange(
+                names.recent_log_key(state.room),
+                frames.log_entry_id(start),
+                "+" if upto is None else frames.log_entry_id(upto),
+            )
+        except Exception:
+            log.warning("could not repair a room's gap", exc_info=True, extra={"room": state.room})
+            return
+        metrics.FANOUT_REPAIRED.inc(len(entries))
+        for entry_id, fields in entries:
+            seq = frames.log_entry_seq(entry_id)
+            if state.last_seq is not None and seq <= state.last_seq:
+                continue
+            packet = frames.event_packet("message", frames.log_entry_json(fields))
+            state.last_seq = seq
+            self._deliver(state, frames.Frame(event="message", seq=seq, skip=None, packet=packet))
+
+
+def accepted_at(packet: str) -> float | None:
+    """The epoch time a message packet's send was accepted (its ``ts``), None when unreadable."""
+    at = packet.rfind(_TS_MARK)
+    if at < 0:
         return None
+    start = at + len(_TS_MARK)
+    end = packet.find('"', start)
     try:
-        return datetime.fromisoformat(ts).timestamp()
+        return datetime.fromisoformat(packet[start:end]).timestamp()
     except ValueError:
         return None
 
 
-class FanoutManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """The Socket.IO Redis manager, plus per-socket holds during ``since_seq`` replay.
+def _observe_latency(packet: str) -> None:
+    accepted = accepted_at(packet)
+    if accepted is not None:
+        metrics.FANOUT_LATENCY.observe(max(0.0, time.time() - accepted))
 
-    While a socket replays a room's recent log, live ``message`` events for that room are
-    kept aside for it instead of being emitted; once the replay is sent, the held ones newer
-    than the replay are emitted in order. So the socket sees each seq once, in order.
-    """
 
-    def __init__(self, url: str, channel: str, **kwargs: Any) -> None:
-        super().__init__(url, channel=channel, **kwargs)
-        # socketio room -> sid -> held message payloads
-        self._holds: dict[str | None, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
-
-    def hold(self, sid: str, sio_room: str) -> None:
-        """Start keeping this room's live messages aside for ``sid``."""
-        self._holds[sio_room][sid] = []
-
-    def release(self, sid: str, sio_room: str) -> list[dict[str, Any]]:
-        """Stop holding; return what was held, in arrival (= seq) order."""
-        held = self._holds.get(sio_room, {}).pop(sid, [])
-        if sio_room in self._holds and not self._holds[sio_room]:
-            del self._holds[sio_room]
-        return held
-
-    def local_count(
-        self, room: str | None, namespace: str = "/", skip: list[str] | None = None
-    ) -> int:
-        """How many of this node's sockets are in a Socket.IO room, but those in ``skip``."""
-        members = self.rooms.get(namespace, {}).get(room) or {}
-        return len(members) - sum(1 for sid in skip or () if sid in members)
-
-    async def emit_local(self, event: str, data: Any, sid: str) -> None:
-        """Emit to one socket of this node, without a round trip through Redis."""
-        metrics.EVENTS_OUT.labels(event).inc()
-        await self.server.emit(event, data, to=sid, ignore_queue=True)
-
-    async def _handle_emit(self, message: dict[str, Any]) -> None:
-        # None addresses every socket of the namespace, which the manager keeps as room None.
-        room = message.get("room")
-        event = str(message.get("event"))
-        payload = message["data"][0] if message.get("data") else None
-        skip = message.get("skip_sid") or []
-        skip = [skip] if isinstance(skip, str) else list(skip)
-        holders = self._holds.get(room)
-        if holders and event == "message" and isinstance(payload, dict):
-            for held in holders.values():
-                held.append(payload)
-            skip += list(holders)
-            message = {**message, "skip_sid": skip}
-        recipients = self.local_count(room, message.get("namespace") or "/", skip)
-        if recipients > 0:
-            metrics.EVENTS_OUT.labels(event).inc(recipients)
-            if event == "message" and isinstance(payload, dict):
-                accepted = _accepted_at(payload)
-                if accepted is not None:
-                    metrics.FANOUT_LATENCY.observe(max(0.0, time.time() - accepted))
-            await super()._handle_emit(message)
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("unsubscribe failed", exc_info=task.exception())

@@ -11,11 +11,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import redis.asyncio as aioredis
 import socketio
 
-from chat import names
+from chat import frames, names
 from chat.auth import Identity, authenticate, authorize_room
 from chat.contract import (
     ContractError,
@@ -35,14 +34,13 @@ from chat.presence import Presence, Snapshot, parse_member
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.settings import Settings
 from realtime import metrics
-from realtime.fanout import FanoutManager
+from realtime.fanout import PacketWriter, RoomFanout
 from realtime.intake import SendIntake
 
 log = logging.getLogger("realtime.gateway")
 
 Ack = dict[str, Any]
 
-_decode_message = msgspec.json.Decoder().decode
 # Rooms per heartbeat pipeline: bounds one round trip's size on a node with many rooms.
 _HEARTBEAT_CHUNK = 500
 _STOP_TIMEOUT_S = 3.0
@@ -67,7 +65,9 @@ class Gateway:
         self.limiter = RateLimiter(redis, parse_limits(settings.rate_limits))
         self.intake = SendIntake(self.limiter, names.INBOUND_STREAM)
         self.presence = Presence(redis, settings.node_id, settings.presence_ttl_s)
-        self.manager = FanoutManager(settings.redis_url, channel=settings.fanout_channel)
+        # Sockets and Socket.IO rooms are this node's alone; rooms reach other nodes through
+        # their sharded channels (RoomFanout), not through a Socket.IO message queue.
+        self.manager = socketio.AsyncManager()
         origins: str | list[str] = (
             "*" if settings.cors_origins.strip() == "*" else settings.cors_origins.split(",")
         )
@@ -81,6 +81,7 @@ class Gateway:
             logger=False,
             engineio_logger=False,
         )
+        self.fanout = RoomFanout(settings.redis_url, redis, PacketWriter(self.sio))
         self.conns: dict[str, Connection] = {}
         # chat room -> sid -> user, for this node's sockets: presence heartbeats walk it.
         self.rooms: dict[str, dict[str, str]] = {}
@@ -96,7 +97,8 @@ class Gateway:
     # ----- lifecycle -----
 
     def start(self) -> None:
-        """Start the presence heartbeat."""
+        """Start the room subscriptions and the presence heartbeat."""
+        self.fanout.start()
         if self._heartbeat_task is None:
             self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
 
@@ -110,15 +112,16 @@ class Gateway:
                 await task
         members = self._members_by_room()
         self.rooms.clear()
-        if not members:
-            return
         try:
-            async with asyncio.timeout(_STOP_TIMEOUT_S):
-                for snapshot in await self.presence.remove_all(members):
-                    await self._announce(snapshot, "leave")
+            if members:
+                async with asyncio.timeout(_STOP_TIMEOUT_S):
+                    for snapshot in await self.presence.remove_all(members):
+                        await self._announce(snapshot, "leave")
         except Exception:
             # Peers drop these members when their TTL passes, as for a crashed node.
             log.warning("could not withdraw presence on stop", exc_info=True)
+        finally:
+            await self.fanout.stop()
 
     # ----- event plumbing -----
 
@@ -203,6 +206,7 @@ class Gateway:
         user = conn.identity.user
         for room in list(conn.rooms):
             self._forget(room, sid)
+            self.fanout.remove(room, sid)
         for room in conn.rooms:
             try:
                 await self._announce(await self.presence.leave(room, sid, user), "leave")
@@ -244,10 +248,8 @@ class Gateway:
         """Tell every node's members of a room who is in it, when that changed."""
         if snapshot.changed:
             metrics.PRESENCE_CHANGES.labels(cause).inc()
-            await self.sio.emit(
-                "presence",
-                {"room": snapshot.room, "users": snapshot.users},
-                room=names.sio_room(snapshot.room),
+            await self.fanout.publish(
+                snapshot.room, "presence", {"room": snapshot.room, "users": snapshot.users}
             )
 
     def _members_by_room(self, rooms: Iterable[str] | None = None) -> dict[str, list[str]]:
@@ -307,29 +309,54 @@ class Gateway:
                 f"a socket may join at most {self.settings.max_rooms_per_socket} rooms",
             )
         await self.limiter.check("join", user, sid)
+        was_member = room in conn.rooms
+        # The node's subscription to the room comes first: once the socket is in the room,
+        # every frame published from then on reaches it.
+        await self._subscribe(room, sid)
+        try:
+            return await self._enter(sid, conn, request)
+        except BaseException:
+            if not was_member and room not in conn.rooms:
+                self.fanout.remove(room, sid)
+                await self.sio.leave_room(sid, sio_room)
+            raise
+
+    async def _enter(self, sid: str, conn: Connection, request: JoinRequest) -> Ack:
+        room, sio_room = request.room, names.sio_room(request.room)
+        user = conn.identity.user
         if request.since_seq is None:
             await self.sio.enter_room(sid, sio_room)
             self._joined(conn, room, sid)
             last_seq = int(await self.redis.get(names.seq_key(room)) or 0)
+            self.fanout.set_floor(room, last_seq)
             await self._present(room, sid, user)
             return ok_ack(room=room, last_seq=last_seq)
 
-        self.manager.hold(sid, sio_room)
+        self.fanout.hold(room, sid)
         try:
             await self.sio.enter_room(sid, sio_room)
             self._joined(conn, room, sid)
             last_seq, gap, replayed = await self._replay(sid, room, request.since_seq)
+            self.fanout.set_floor(room, last_seq)
         finally:
-            held = self.manager.release(sid, sio_room)
-        for message in held:
-            if int(message.get("seq", 0)) > replayed:
-                await self.manager.emit_local("message", message, sid)
-                replayed = int(message["seq"])
+            held = self.fanout.release(room, sid)
+        for frame in held:
+            if frame.seq is not None and frame.seq > replayed:
+                self.fanout.send_packet(sid, frame.event, frame.packet)
+                replayed = frame.seq
         await self._present(room, sid, user)
         ack = ok_ack(room=room, last_seq=max(last_seq, replayed))
         if gap:
             ack["gap"] = True
         return ack
+
+    async def _subscribe(self, room: str, sid: str) -> None:
+        try:
+            await self.fanout.add(room, sid)
+        except TimeoutError:
+            raise ContractError(
+                ErrorCode.UNAVAILABLE, "could not subscribe to the room in time; retry"
+            ) from None
 
     def _joined(self, conn: Connection, room: str, sid: str) -> None:
         if self.conns.get(sid) is not conn:
@@ -348,7 +375,7 @@ class Gateway:
         if snapshot.changed:
             await self._announce(snapshot, "join")
         else:
-            await self.manager.emit_local("presence", {"room": room, "users": snapshot.users}, sid)
+            self.fanout.emit_to(sid, "presence", {"room": room, "users": snapshot.users})
 
     async def _replay(self, sid: str, room: str, since: int) -> tuple[int, bool, int]:
         """Emit the recent log after ``since``; return (last_seq, gap, last seq sent)."""
@@ -359,12 +386,12 @@ class Gateway:
         last_seq = int(raw_last or 0)
         sent = since
         gap = False
-        for _entry_id, fields in entries:
-            message = _decode_message(fields["m"])
-            seq = int(message["seq"])
+        for entry_id, fields in entries:
+            seq = frames.log_entry_seq(entry_id)
             if seq != sent + 1:
                 gap = True  # older entries were trimmed from the capped log
-            await self.manager.emit_local("message", message, sid)
+            packet = frames.event_packet("message", frames.log_entry_json(fields))
+            self.fanout.send_packet(sid, "message", packet)
             sent = seq
         if sent < last_seq:
             gap = True
@@ -378,6 +405,7 @@ class Gateway:
         if room in conn.rooms:
             conn.rooms.discard(room)
             self._forget(room, sid)
+            self.fanout.remove(room, sid)
             await self._announce(await self.presence.leave(room, sid, conn.identity.user), "leave")
         return ok_ack()
 
@@ -397,10 +425,10 @@ class Gateway:
         if request.room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} first")
         await self.limiter.check("typing", conn.identity.user, sid)
-        await self.sio.emit(
+        await self.fanout.publish(
+            request.room,
             "typing",
             {"room": request.room, "user": conn.identity.user, "typing": request.typing},
-            room=names.sio_room(request.room),
-            skip_sid=sid,
+            skip=sid,
         )
         return ok_ack()

@@ -24,3 +24,10 @@ PRESENCE_CHANGES = Counter(
 HEARTBEAT_FAILURES = Counter(
     "chat_gateway_presence_heartbeat_failures_total", "Presence heartbeats that failed"
 )
+FANOUT_RECONNECTS = Counter(
+    "chat_gateway_fanout_reconnects_total", "Room subscription connections lost and restored"
+)
+FANOUT_REPAIRED = Counter(
+    "chat_gateway_fanout_repaired_total",
+    "Messages delivered from the recent log to repair a gap in a room's frames",
+)

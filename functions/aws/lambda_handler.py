@@ -104,7 +104,12 @@ class LambdaRuntime:
 
     async def _stream(self, batch: BridgeBatch) -> dict[str, Any]:
         # A TransientFailure propagates: the invocation errors and the bridge retries the batch.
-        return encode_result(await self._batch(batch.records))
+        result = await self._batch(batch.records)
+        if result.settle is not None:
+            # An invocation cannot hold records past its reply: wait for the settle (Kafka's
+            # confirmation) here, within the function's timeout; the bridge retries on failure.
+            await asyncio.wait_for(result.settle, timeout=self.fn.timeout_s)
+        return encode_result(result)
 
     async def _kafka(self, event: KafkaEvent, trigger: KafkaTopic) -> dict[str, Any]:
         # A TransientFailure propagates: the event source mapping retries the whole batch

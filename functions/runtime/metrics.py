@@ -31,3 +31,17 @@ CONSUMER_LAG = Gauge(
     "Kafka records behind the committed position, per owned partition",
     ["function", "topic", "partition"],
 )
+FORWARD_UNCONFIRMED = Gauge(
+    "chat_function_forward_unconfirmed",
+    "Records handed to Kafka and not yet confirmed (grows while Kafka is down)",
+)
+FORWARD_RETRIES = Counter(
+    "chat_function_forward_retries_total",
+    "Records Kafka did not confirm, produced again",
+    ["topic"],
+)
+SETTLING = Gauge(
+    "chat_function_settling_records",
+    "Stream entries handled but not yet acked: they wait for Kafka's confirmation",
+    ["function"],
+)

@@ -9,8 +9,12 @@ Semantics, close to an SQS event source mapping:
 - success acks (and deletes) the entry; records the handler names as ``failed`` are retried
   alone, with backoff; ``poison`` records and records out of attempts are dead-lettered with
   their error and attempt count, atomically with their ack and exactly once;
-- a runner asked to stop finishes its batch and hands back what it could not finish, so
-  another host takes it over at once instead of after the visibility timeout.
+- a handler may return a ``settle`` future (the message function does: Kafka's confirmation);
+  the entries it succeeded on are acked only once it resolves, while the runner goes on with
+  later batches, holding at most ``max_settling`` such entries (then it waits for the oldest);
+- a runner asked to stop finishes its batch, waits for what is settling, and hands back what it
+  could not finish, so another host takes it over at once instead of after the visibility
+  timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -135,6 +140,11 @@ class RedisStreamRunner:
         self._next_reclaim = 0.0
         self._reclaim_cursor = "0-0"
         self._scripts: dict[str, Any] = {}
+        # Entry ids this runner holds: in a batch, or handled and waiting for their settle.
+        self._held: set[str] = set()
+        self._settling: deque[tuple[list[str], asyncio.Future[None]]] = deque()
+        self._settling_count = 0
+        self._settled = asyncio.Event()
 
     def _script(self, source: str) -> Any:
         # Registered on first use, so building a runner touches no client.
@@ -163,11 +173,32 @@ class RedisStreamRunner:
 
     async def run(self) -> None:
         """Consume until stop(); transient Redis errors back off and retry."""
+        heartbeat = asyncio.create_task(self._keep_invisible(self._held), name="visibility")
+        settler = asyncio.create_task(self._settle_forever(), name="settle")
+        try:
+            await self._consume()
+            # Stopping: what is settling is acked once Kafka confirms it; a forced stop
+            # (cancellation past the host's grace period) hands it back instead.
+            while self._settling:
+                self._settled.clear()
+                await self._settled.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._hand_back(self._held), timeout=_HAND_BACK_TIMEOUT_S)
+            raise
+        finally:
+            for task in (settler, heartbeat):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _consume(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
                 if failures or not self._next_reclaim:
                     await self.ensure_group()
+                await self._room_to_settle()
                 batch = await self._reclaim() or await self._read()
                 if batch:
                     await self._process(batch)
@@ -184,6 +215,57 @@ class RedisStreamRunner:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    async def _room_to_settle(self) -> None:
+        """Wait while ``max_settling`` entries are handled but unsettled (Kafka is slow or down)."""
+        if self._settling_count < self.trigger.max_settling:
+            return
+        log.warning(
+            "%d entries wait for their settle; reading no more until the oldest settle",
+            self._settling_count,
+            extra={"function": self.fn.name, "stream": self.trigger.stream},
+        )
+        while self._settling_count >= self.trigger.max_settling and not self._stopping.is_set():
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), timeout=_IDLE_BLOCK_MS / 1000)
+
+    def _add_settling(self, ids: list[str], settle: asyncio.Future[None]) -> None:
+        self._settling.append((ids, settle))
+        self._settling_count += len(ids)
+        metrics.SETTLING.labels(self.fn.name).set(self._settling_count)
+
+    async def _settle_forever(self) -> None:
+        """Ack handled entries, oldest first, once their settle resolves."""
+        failures = 0
+        while True:
+            if not self._settling:
+                self._settled.clear()
+                await self._settled.wait()
+                continue
+            ids, settle = self._settling[0]
+            try:
+                await asyncio.shield(settle)
+                await self._ack(ids, self._held)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Unacked entries stay held (heartbeated): retry the ack, never lose them.
+                failures += 1
+                log.warning(
+                    "could not ack %d settled entries; retrying",
+                    len(ids),
+                    exc_info=True,
+                    extra={"function": self.fn.name, "stream": self.trigger.stream},
+                )
+                await asyncio.sleep(backoff_s(failures, base=0.2, cap=5))
+                continue
+            failures = 0
+            self._settling.popleft()
+            self._settling_count -= len(ids)
+            metrics.SETTLING.labels(self.fn.name).set(self._settling_count)
+            metrics.RECORDS.labels(self.fn.name, "ok").inc(len(ids))
+            self._settled.set()
 
     async def _read(self) -> list[StreamRecord]:
         t = self.trigger
@@ -247,19 +329,9 @@ class RedisStreamRunner:
         return {row["message_id"]: int(row["times_delivered"]) for rows in replies for row in rows}
 
     async def _process(self, batch: list[StreamRecord]) -> None:
-        held = {r.id for r in batch}
-        heartbeat = asyncio.create_task(self._keep_invisible(held), name="visibility")
-        try:
-            await self._attempt(batch, held)
-        except asyncio.CancelledError:
-            # Forced stop: let another runner take the entries now, not a timeout later.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._hand_back(held), timeout=_HAND_BACK_TIMEOUT_S)
-            raise
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        # A forced stop cancels this; run() then hands every held entry back at once.
+        self._held.update(r.id for r in batch)
+        await self._attempt(batch, self._held)
 
     async def _attempt(self, batch: list[StreamRecord], held: set[str]) -> None:
         t = self.trigger
@@ -282,8 +354,12 @@ class RedisStreamRunner:
             if result.poison:
                 poison = [r for r in batch if r.id in result.poison]
                 await self._dead_letter(poison, result.poison, held)
-            await self._ack(done, held)
-            metrics.RECORDS.labels(self.fn.name, "ok").inc(len(done))
+            if result.settle is not None and done:
+                self._add_settling(done, result.settle)
+                self._settled.set()
+            else:
+                await self._ack(done, held)
+                metrics.RECORDS.labels(self.fn.name, "ok").inc(len(done))
             retry = [r for r in batch if r.id in result.failed]
             if not retry:
                 return
@@ -295,14 +371,14 @@ class RedisStreamRunner:
                     return
             metrics.RECORDS.labels(self.fn.name, "retried").inc(len(retry))
             if self._stopping.is_set():
-                await self._hand_back(held)
+                await self._hand_back({r.id for r in retry} & held)
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._stopping.wait(), timeout=backoff_s(max(r.attempt for r in retry))
                 )
             if self._stopping.is_set():
-                await self._hand_back(held)
+                await self._hand_back({r.id for r in retry} & held)
                 return
             batch = await self._claim_again(retry, held)
 
@@ -335,20 +411,21 @@ class RedisStreamRunner:
                     extra={"function": self.fn.name, "consumer": self.consumer},
                 )
 
-    async def _hand_back(self, held: set[str]) -> None:
-        """Make the held entries reclaimable at once (their idle time set to the timeout)."""
-        if not held:
+    async def _hand_back(self, ids: set[str]) -> None:
+        """Make these held entries reclaimable at once (their idle time set to the timeout)."""
+        ids = set(ids)
+        if not ids:
             return
         await self._script(_TOUCH)(
             keys=[self.trigger.stream],
-            args=[self.trigger.group, self.consumer, self.visibility_ms, *sorted(held)],
+            args=[self.trigger.group, self.consumer, self.visibility_ms, *sorted(ids)],
         )
         log.info(
             "handed back %d entries",
-            len(held),
+            len(ids),
             extra={"function": self.fn.name, "consumer": self.consumer},
         )
-        held.clear()
+        self._held.difference_update(ids)
 
     async def _claim_again(self, records: list[StreamRecord], held: set[str]) -> list[StreamRecord]:
         """Re-claim our own failed entries, counting a new delivery for each."""
@@ -362,7 +439,7 @@ class RedisStreamRunner:
             t.stream, t.group, self.consumer, min_idle_time=0, message_ids=ids
         )
         claimed = [(i, f) for i, f in reply if i is not None and f is not None]
-        held.intersection_update(i for i, _ in claimed)
+        held.difference_update(set(ids) - {i for i, _ in claimed})
         if not claimed:
             return []
         counts = await self._delivery_counts([entry_id for entry_id, _ in claimed])

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from confluent_kafka import Consumer
 
-from chat import names
+from chat import frames, names
 from chat.contract import SendRequest, inbound_fields
 from chat.ids import message_id
 from chat.settings import Settings
@@ -63,7 +63,7 @@ async def test_a_batch_is_sequenced_deduplicated_logged_fanned_out_and_produced(
 ) -> None:
     room = f"it-{uuid.uuid4().hex[:10]}"
     pubsub = deps.redis.pubsub()
-    await pubsub.subscribe(deps.settings.fanout_channel)
+    await pubsub.ssubscribe(names.room_channel(room))
     # GIVEN a batch with a re-sent duplicate (another stream entry, same client_msg_id)
     batch = [
         _record("1-1", room, "ann", "a", "first"),
@@ -73,24 +73,26 @@ async def test_a_batch_is_sequenced_deduplicated_logged_fanned_out_and_produced(
     ]
     # WHEN the function runs it
     result = await message.handle(batch, deps)
-    # THEN every record succeeded and the room has seq 1..3, in batch order
+    # THEN every record succeeded, settling once Kafka confirms, and the room has seq 1..3
     assert result.clean
+    assert result.settle is not None
+    await asyncio.wait_for(result.settle, timeout=30)
     log = await deps.redis.xrange(names.recent_log_key(room))
     logged = [json.loads(fields["m"]) for _, fields in log]
     assert [(m["seq"], m["text"]) for m in logged] == [(1, "first"), (2, "second"), (3, "third")]
     assert [entry_id for entry_id, _ in log] == ["1-0", "2-0", "3-0"]
     assert logged[0]["id"] == message_id("ann", room, "a")
 
-    # AND each message was published once, in the Socket.IO manager's format, to the room
+    # AND each message was published once on the room's channel, as a ready Socket.IO packet
     published = []
     while len(published) < 3:
         item = await asyncio.wait_for(pubsub.get_message(timeout=5), timeout=6)
-        if item and item["type"] == "message":
-            packet = json.loads(item["data"])
-            if packet["room"] == names.sio_room(room):
-                published.append(packet)
-    assert {p["method"] for p in published} == {"emit"}
-    assert [p["data"][0] for p in published] == logged
+        if item and item["type"] == "smessage":
+            published.append(frames.decode_frame(item["data"]))
+    assert [(f.event, f.seq, f.skip) for f in published] == [
+        ("message", n, None) for n in range(1, 4)
+    ]
+    assert [json.loads(f.packet[1:]) for f in published] == [["message", m] for m in logged]
     await pubsub.aclose()
 
     # AND Kafka holds each message once, keyed by room, in seq order
@@ -101,6 +103,8 @@ async def test_a_batch_is_sequenced_deduplicated_logged_fanned_out_and_produced(
     again = await message.handle(batch, deps)
     # THEN no seq is assigned twice; the first entries are produced again (persist dedups)
     assert again.clean
+    assert again.settle is not None
+    await asyncio.wait_for(again.settle, timeout=30)
     assert await deps.redis.get(names.seq_key(room)) == "3"
     assert len(await deps.redis.xrange(names.recent_log_key(room))) == 3
 

@@ -11,7 +11,7 @@ from chat.contract import ContractError, ErrorCode
 from chat.presence import member, parse_member, snapshot
 from chat.ratelimit import Limit, parse_limits
 from chat.settings import Settings
-from realtime.fanout import _accepted_at
+from realtime.fanout import accepted_at
 
 pytestmark = pytest.mark.unit
 
@@ -97,9 +97,10 @@ def test_presence_script_replies_decode_into_users_and_missing_members() -> None
 
 
 def test_acceptance_time_of_a_message_is_read_from_its_ts() -> None:
-    assert _accepted_at({"ts": "2026-01-02T03:04:05.678Z"}) == pytest.approx(1767323045.678)
-    assert _accepted_at({"ts": "yesterday"}) is None
-    assert _accepted_at({}) is None
+    packet = '2["message",{"id":"i","text":"\\"ts\\":\\"x","ts":"2026-01-02T03:04:05.678Z"}]'
+    assert accepted_at(packet) == pytest.approx(1767323045.678)
+    assert accepted_at('2["message",{"ts":"yesterday"}]') is None
+    assert accepted_at('2["presence",{}]') is None
 
 
 def test_settings_refuse_a_presence_ttl_within_two_heartbeats() -> None:

@@ -1,0 +1,146 @@
+"""The live path's formats, each with one owner: writers and readers (Lua included) call these.
+
+- The **message JSON** is encoded once, by the message function, with its ``seq`` left out: the
+  sequencing script splices the seq it assigns between a head and a tail (``MESSAGE_LUA``), so
+  Python owns the shape and Lua only inserts a number. The same bytes go to the recent log, the
+  fan-out frame and Kafka.
+- The **Socket.IO packet** is what a Socket.IO v4 client receives inside an Engine.IO message:
+  ``2["<event>",<data>]`` (EVENT, namespace ``/``, no ack id).
+- The **fan-out frame** is what a room's sharded pub/sub channel carries:
+  ``1|<event>|<seq>|<skip sid>|<packet>``; a gateway node writes ``<packet>`` to each local member
+  as it is, without decoding it.
+- The **recent-log entry** is ``<seq>-0 m <message JSON>`` in the room's capped stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from chat.contract import Message
+
+FRAME_VERSION = "1"
+LOG_FIELD = "m"
+# The seq sits third in a message's JSON: after id and room, which can hold no quote.
+_SEQ_SLOT = b',"seq":0,'
+
+_encode = msgspec.json.Encoder().encode
+_decode_message = msgspec.json.Decoder(Message).decode
+
+
+class FrameError(ValueError):
+    """A fan-out frame or log entry that is not in this module's format."""
+
+
+# Lua functions the sequencing script is built with; Python mirrors each one below, and the
+# codec tests run both on the same input and compare the bytes.
+# Lua numbers are doubles and `..` prints them with 14 digits: seqs are formatted as integers.
+MESSAGE_LUA = f"""
+local function seq_text(seq)
+  return string.format('%d', seq)
+end
+local function message_json(head, seq, tail)
+  return head .. seq_text(seq) .. tail
+end
+local function event_packet(event, data)
+  return '2["' .. event .. '",' .. data .. ']'
+end
+local function fanout_frame(event, seq, packet)
+  return '{FRAME_VERSION}|' .. event .. '|' .. seq_text(seq) .. '||' .. packet
+end
+"""
+
+
+def message_template(message: Message) -> tuple[bytes, bytes]:
+    """Split ``message``'s JSON around its seq: ``head + str(seq) + tail`` is the whole JSON."""
+    raw = _encode(msgspec.structs.replace(message, seq=0))
+    head, slot, tail = raw.partition(_SEQ_SLOT)
+    if not slot:
+        raise FrameError("a message's JSON must hold its seq third")
+    return head + b',"seq":', b"," + tail
+
+
+def message_json(head: bytes, seq: int, tail: bytes) -> bytes:
+    """The message JSON with its seq (what ``message_json`` in ``MESSAGE_LUA`` builds)."""
+    return head + str(seq).encode() + tail
+
+
+def encode_message(message: Message) -> bytes:
+    """A message's JSON, as clients, the recent log and Kafka carry it."""
+    return _encode(message)
+
+
+def decode_message(raw: bytes | str) -> Message:
+    """A message from its JSON; raises FrameError when it is not one."""
+    try:
+        return _decode_message(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FrameError(f"not a message: {exc}") from None
+
+
+def event_packet(event: str, data: bytes | str) -> str:
+    """The Socket.IO EVENT packet for namespace ``/`` carrying one JSON argument."""
+    body = data.decode() if isinstance(data, bytes) else data
+    return f"2[{_encode(event).decode()},{body}]"
+
+
+def encode_event(event: str, payload: object) -> str:
+    """The Socket.IO EVENT packet of ``payload``, JSON-encoded once."""
+    return event_packet(event, _encode(payload))
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One fan-out frame: the event, its room seq (messages only), a socket to skip, the packet."""
+
+    event: str
+    seq: int | None
+    skip: str | None
+    packet: str
+
+
+def encode_frame(event: str, packet: str, seq: int | None = None, skip: str | None = None) -> str:
+    """The frame published on a room's channel."""
+    if "|" in event or (skip is not None and "|" in skip):
+        raise FrameError("event names and socket ids in a frame cannot hold '|'")
+    return f"{FRAME_VERSION}|{event}|{'' if seq is None else seq}|{skip or ''}|{packet}"
+
+
+def decode_frame(raw: bytes | str) -> Frame:
+    """Split a frame without touching its packet; raises FrameError when it is not one."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    parts = text.split("|", 4)
+    if len(parts) != 5 or parts[0] != FRAME_VERSION:
+        raise FrameError(f"not a version-{FRAME_VERSION} fan-out frame: {text[:40]!r}")
+    _version, event, seq, skip, packet = parts
+    if not event or not packet:
+        raise FrameError("a fan-out frame needs an event and a packet")
+    try:
+        number = int(seq) if seq else None
+    except ValueError:
+        raise FrameError(f"a fan-out frame's seq must be a number, got {seq[:20]!r}") from None
+    return Frame(event=event, seq=number, skip=skip or None, packet=packet)
+
+
+def log_entry_id(seq: int) -> str:
+    """The recent-log stream id of the message with ``seq``."""
+    return f"{seq}-0"
+
+
+def log_entry_seq(entry_id: str) -> int:
+    """The seq of a recent-log entry, from its stream id."""
+    head, _, _ = entry_id.partition("-")
+    try:
+        return int(head)
+    except ValueError:
+        raise FrameError(f"not a recent-log entry id: {entry_id[:40]!r}") from None
+
+
+def log_entry_json(fields: Mapping[str, str]) -> str:
+    """The message JSON of a recent-log entry."""
+    try:
+        return fields[LOG_FIELD]
+    except KeyError:
+        raise FrameError(f"a recent-log entry lacks its {LOG_FIELD!r} field") from None
