@@ -39,6 +39,8 @@ FIRST_PARTY = ("chat", "functions")
 ENTRY = "functions.aws.lambda_handler"
 PROVISION = "provision"
 PROVISION_ENTRY = "functions.aws.provision"
+GAUGES = "gauges"
+GAUGES_ENTRY = "functions.aws.gauges"
 # The Lambda Python runtime ships the AWS SDK; bundling it would triple every archive.
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
 PYTHON_VERSION = "3.12"
@@ -75,7 +77,7 @@ def trigger_packages(fn: Function) -> tuple[str, ...]:
 
 
 def archives(functions: Iterable[Function] = FUNCTIONS) -> list[Archive]:
-    """One archive per registry function, plus the provisioning one."""
+    """One archive per registry function, plus provisioning's and the gauges'."""
     found = [
         Archive(
             name=fn.name,
@@ -87,6 +89,7 @@ def archives(functions: Iterable[Function] = FUNCTIONS) -> list[Archive]:
     found.append(
         Archive(name=PROVISION, roots=(PROVISION_ENTRY,), data_packages=("chat.migrations",))
     )
+    found.append(Archive(name=GAUGES, roots=(GAUGES_ENTRY,)))
     return found
 
 
