@@ -92,3 +92,43 @@ def test_the_application_role_reads_and_writes_but_changes_no_schema(stack: Stac
         with psycopg.connect(master, autocommit=True) as admin:
             for statement in ("DROP OWNED BY {}", "DROP ROLE {}"):
                 admin.execute(psycopg.sql.SQL(statement).format(psycopg.sql.Identifier(role)))
+
+
+@pytest.mark.integration
+def test_gauges_publish_dead_letter_depth_and_stream_lag(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    import redis
+    from moto import mock_aws
+
+    from chat.settings import Settings
+    from functions.aws.gauges import measure, publish
+    from functions.registry import Function
+    from functions.triggers import RedisStream
+
+    tag = uuid.uuid4().hex[:8]
+    fn = Function(
+        name=f"gauged-{tag}",
+        handler="functions.message:handle",
+        trigger=RedisStream(stream=f"g:{tag}", group="g", dead_letter=f"g:{tag}:dead"),
+    )
+    settings = Settings.from_env(stack.env(), environment="test")
+    r = redis.Redis.from_url(settings.redis_url)
+    r.xgroup_create(fn.trigger.stream, "g", id="0", mkstream=True)
+    for i in range(3):
+        r.xadd(fn.trigger.stream, {"n": str(i)})
+    r.xadd(fn.trigger.dead_letter, {"n": "poison"})
+    gauges = {(g.metric, g.dimension[1]): g.value for g in measure(settings, [fn])}
+    assert gauges == {("DeadLetters", f"g:{tag}:dead"): 1, ("StreamLag", fn.name): 3}
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch")
+        publish(cloudwatch, "Chat/test", measure(settings, [fn]))
+        listed = cloudwatch.list_metrics(Namespace="Chat/test")["Metrics"]
+        assert {(m["MetricName"], m["Dimensions"][0]["Value"]) for m in listed} == set(gauges)
