@@ -13,8 +13,8 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 FROM python:3.12-slim AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
-COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
+COPY requirements.lock /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.lock
 
 FROM python:3.12-slim
 ENV PATH=/opt/venv/bin:$PATH \

@@ -10,7 +10,7 @@ STACK_ARGS = --gateways $(GATEWAYS) --function-hosts $(FUNCTION_HOSTS)
 MYPY_TARGETS ?= $(wildcard chat devstack functions realtime infra bench)
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap dev dev-start dev-stop dev-status test lint bench up down
+.PHONY: help bootstrap dev dev-start dev-stop dev-status test lint lock bench up down deploy destroy smoke
 
 help: ## list the verbs
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,13 +33,40 @@ dev-status: ## show what of the local stack runs
 test: bootstrap ## run the whole test suite; it starts the services it needs
 	@$(PYTHON) -m pytest $(ARGS)
 
-lint: ## ruff and mypy
+lint: ## ruff, mypy, and actionlint + zizmor on the GitHub workflow
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy $(MYPY_TARGETS)
+	.venv/bin/actionlint
+	.venv/bin/zizmor --offline --persona=auditor --no-progress .github/workflows
+
+# One universal lock per requirements file (every platform, Python 3.11+): CI and the dev
+# virtualenv install requirements-dev.lock; the image and the Lambda archives requirements.lock.
+# make lock LOCK_ARGS=--upgrade moves every pin to the newest allowed version.
+LOCK_ARGS ?=
+LOCK = .venv/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock"
+lock: ## refresh requirements.lock and requirements-dev.lock from requirements*.txt
+	$(LOCK) $(LOCK_ARGS) requirements.txt -o requirements.lock
+	$(LOCK) $(LOCK_ARGS) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 
 bench: bootstrap ## the project's benchmark
 	$(PYTHON) -m bench
+
+# Deploy to AWS with the Pulumi CLI (docs/deploy.md): STACK names the stack (default: the
+# selected one), IMAGE the image to roll out (default: the one deployed last).
+STACK ?=
+IMAGE ?=
+URL ?=
+OPS = $(PYTHON) -m infra.ops
+deploy: bootstrap ## build the Lambda archives and pulumi up (STACK=..., IMAGE=...)
+	@$(OPS) deploy $(if $(STACK),--stack "$(STACK)") $(if $(IMAGE),--image "$(IMAGE)")
+
+destroy: ## lift the database's deletion protection and pulumi destroy; safe to run again
+	@$(OPS) destroy $(if $(STACK),--stack "$(STACK)")
+
+smoke: ## two clients join, chat and read history through URL (make smoke URL=http://...)
+	@$(PYTHON) -m infra.smoke "$(URL)"
 
 up: ## the same system in docker (compose.yaml)
 	docker compose up -d --build

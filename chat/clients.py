@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import redis.asyncio as aioredis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -50,12 +53,48 @@ def kafka_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(config)
 
 
+# Where the password can change under a running process (a rotated secret), the deployment sets
+# this: called when the server refuses the password, it reloads the credentials (libpq reads
+# PGPASSWORD at each connect) and says whether they changed; then the connect is tried again.
+PasswordRefresh = Callable[[], bool]
+_password_refresh: PasswordRefresh | None = None
+_PASSWORD_REFUSED = frozenset({"28P01", "28000"})
+
+
+def on_password_refused(refresh: PasswordRefresh | None) -> None:
+    """Install (or remove, with None) the process's credentials reload for PostgreSQL."""
+    global _password_refresh
+    _password_refresh = refresh
+
+
+def password_refused(exc: psycopg.OperationalError) -> bool:
+    """Whether a failed connect was the server refusing the credentials."""
+    return exc.sqlstate in _PASSWORD_REFUSED or "password authentication failed" in str(exc)
+
+
+class _Connection(psycopg.AsyncConnection[Any]):
+    @classmethod
+    async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().connect(*args, **kwargs)
+        except psycopg.OperationalError as exc:
+            refresh = _password_refresh
+            if refresh is None or not password_refused(exc) or not await asyncio.to_thread(refresh):
+                raise
+        return await super().connect(*args, **kwargs)
+
+
 def postgres_pool(
     settings: Settings, *, min_size: int = 1, max_size: int = 8
 ) -> AsyncConnectionPool:
     """An asyncio PostgreSQL pool; open it with ``await pool.open()``."""
     return AsyncConnectionPool(
-        settings.postgres_dsn, min_size=min_size, max_size=max_size, open=False, timeout=10
+        settings.postgres_dsn,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        timeout=10,
+        connection_class=_Connection,
     )
 
 

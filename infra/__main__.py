@@ -13,18 +13,34 @@ sys.path.insert(0, str(_HERE.parent))
 
 import pulumi  # noqa: E402
 
+from functions.aws.package import archives  # noqa: E402
 from infra import config, stack  # noqa: E402
-from infra.lambdas import missing_archives  # noqa: E402
+from infra.lambdas import ArchiveMismatch, check_archives  # noqa: E402
 
 cfg = config.load()
-missing = missing_archives(cfg.artifacts_dir)
-if missing and not pulumi.runtime.is_dry_run():
-    raise SystemExit(
-        f"missing Lambda archives {', '.join(missing)} in {cfg.artifacts_dir}: "
-        "run `python -m functions.aws.package` first"
+try:
+    missing = check_archives(
+        cfg.artifacts_dir,
+        [a.name for a in archives()],
+        cfg.lambda_architecture,
+        cfg.lambda_runtime,
     )
+except ArchiveMismatch as exc:
+    raise pulumi.RunError(str(exc)) from None
+if missing:
+    build = (
+        f"python -m functions.aws.package --arch {cfg.lambda_architecture}"
+        f" --python {cfg.lambda_runtime.removeprefix('python')}"
+    )
+    if not pulumi.runtime.is_dry_run():
+        raise pulumi.RunError(
+            f"missing Lambda archives {', '.join(missing)} in {cfg.artifacts_dir}: run `{build}`"
+        )
+    pulumi.log.warn(f"no Lambda archives for {', '.join(missing)} yet; `{build}` builds them")
 deployment = stack.build(cfg)
 pulumi.export("websocket_url", deployment.websocket_url)
 pulumi.export("entry_url", deployment.entry_url)
 pulumi.export("history_url", deployment.history_url)
 pulumi.export("functions", deployment.functions)
+pulumi.export("image", deployment.image)
+pulumi.export("alarm_topic", deployment.alarm_topic)

@@ -39,6 +39,8 @@ class StackConfig:
     db_max_storage_gb: int = 200
     db_multi_az: bool = False
     db_deletion_protection: bool = True
+    # Set by `make destroy` to a name no earlier teardown used.
+    db_final_snapshot: str | None = None
     gateway_cpu: int = 512
     gateway_memory_mb: int = 1024
     gateway_min: int = 2
@@ -50,9 +52,16 @@ class StackConfig:
     lambda_architecture: str = "arm64"
     lambda_runtime: str = "python3.12"
     log_retention_days: int = 30
+    # Alarms notify this SNS topic's subscribers; an address subscribes by email.
+    alarm_email: str | None = None
     artifacts_dir: Path = REPO / "build"
 
     def __post_init__(self) -> None:
+        if self.image and ":" not in self.image.rpartition("/")[2] and "@" not in self.image:
+            raise ValueError(
+                "chat:image needs a tag or digest (the deploy that pushed it sets one); "
+                "a bare repository would roll out whatever 'latest' is"
+            )
         if not 2 <= self.az_count <= 4:
             raise ValueError("azCount must be 2..4 (RDS and the ALB need two zones)")
         if not 1 <= self.nat_gateways <= self.az_count:
@@ -94,9 +103,9 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
     protection = c.get_bool("dbDeletionProtection")
     return StackConfig(
         name=f"chat-{pulumi.get_stack()}",
-        image=c.require("image"),
-        jwt_secret=c.require_secret("jwtSecret"),
-        redis_auth_token=c.require_secret("redisAuthToken"),
+        image=_required(c, "image", "the image `make deploy IMAGE=...` or CI pushed"),
+        jwt_secret=_required_secret(c, "jwtSecret"),
+        redis_auth_token=_required_secret(c, "redisAuthToken"),
         vpc_cidr=c.get("vpcCidr") or defaults.vpc_cidr,
         az_count=integer("azCount", defaults.az_count),
         nat_gateways=integer("natGateways", defaults.nat_gateways),
@@ -126,5 +135,26 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         certificate_arn=c.get("certificateArn"),
         lambda_architecture=c.get("lambdaArchitecture") or defaults.lambda_architecture,
         log_retention_days=integer("logRetentionDays", defaults.log_retention_days),
+        db_final_snapshot=c.get("dbFinalSnapshot"),
+        alarm_email=c.get("alarmEmail"),
         artifacts_dir=Path(c.get("artifactsDir") or defaults.artifacts_dir),
     )
+
+
+def _required(c: pulumi.Config, key: str, what: str) -> str:
+    value = c.get(key)
+    if not value:
+        raise pulumi.RunError(
+            f"stack config chat:{key} is not set ({what}): "
+            f"`pulumi config set chat:{key} ...`, see docs/deploy.md"
+        )
+    return value
+
+
+def _required_secret(c: pulumi.Config, key: str) -> pulumi.Output[str]:
+    if c.get_secret(key) is None:
+        raise pulumi.RunError(
+            f"stack config chat:{key} is not set: "
+            f'`pulumi config set --secret chat:{key} "$(openssl rand -hex 32)"`, see docs/deploy.md'
+        )
+    return c.require_secret(key)

@@ -134,14 +134,20 @@ class DatabaseArgs:
     max_storage_gb: int
     multi_az: bool
     deletion_protection: bool
+    final_snapshot: str | None = None
 
 
 DB_NAME = "chat"
+# The master user: migrations and provisioning only. Everything else logs in as APP_USER.
 DB_USER = "chat"
+APP_USER = "chat_app"
 
 
 class Database(pulumi.ComponentResource):
-    """RDS PostgreSQL, private, encrypted; RDS keeps the password in Secrets Manager."""
+    """RDS PostgreSQL, private, encrypted; RDS keeps and rotates the master password.
+
+    The application role's credentials live in a secret of their own, filled by provisioning.
+    """
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -169,7 +175,8 @@ class Database(pulumi.ComponentResource):
             backup_retention_period=7,
             deletion_protection=args.deletion_protection,
             skip_final_snapshot=False,
-            final_snapshot_identifier=f"{name}-final",
+            # A second teardown must not collide with the first one's snapshot.
+            final_snapshot_identifier=args.final_snapshot or f"{name}-final",
             copy_tags_to_snapshot=True,
             enabled_cloudwatch_logs_exports=["postgresql"],
             opts=child,
@@ -177,13 +184,30 @@ class Database(pulumi.ComponentResource):
         self.secret_arn: pulumi.Output[str] = self.instance.master_user_secrets.apply(
             lambda secrets: (secrets[0].secret_arn or "") if secrets else ""
         )
-        # No password in the DSN: processes read it from the secret into PGPASSWORD.
-        self.dsn: pulumi.Output[str] = pulumi.Output.concat(
-            f"postgresql://{DB_USER}@",
+        # Provisioning puts the first value (and every rotated one) in; no password in the state.
+        self.app_secret = aws.secretsmanager.Secret(
+            f"{name}-app",
+            description=f"{name}: PostgreSQL login of the application role {APP_USER}",
+            recovery_window_in_days=7,
+            opts=child,
+        )
+        # No password in a DSN: processes read it from a secret into PGPASSWORD.
+        self.dsn = self._dsn(DB_USER)
+        self.app_dsn = self._dsn(APP_USER)
+        self.register_outputs(
+            {
+                "address": self.instance.address,
+                "secret_arn": self.secret_arn,
+                "app_secret_arn": self.app_secret.arn,
+            }
+        )
+
+    def _dsn(self, user: str) -> pulumi.Output[str]:
+        return pulumi.Output.concat(
+            f"postgresql://{user}@",
             self.instance.address,
             f":{POSTGRES_PORT}/{DB_NAME}?sslmode=require",
         )
-        self.register_outputs({"address": self.instance.address, "secret_arn": self.secret_arn})
 
 
 class SecretValue(pulumi.ComponentResource):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -33,6 +33,8 @@ class GatewayArgs:
     environment: Mapping[str, pulumi.Input[str]]
     secrets: Mapping[str, pulumi.Input[str]]
     log_retention_days: int
+    # The service starts only after these (provisioning: migrations, topics, the app role).
+    after: Sequence[pulumi.Resource] = ()
 
 
 class Gateway(pulumi.ComponentResource):
@@ -79,7 +81,7 @@ class Gateway(pulumi.ComponentResource):
             aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
         ]
         if args.certificate_arn:
-            aws.lb.Listener(
+            listener = aws.lb.Listener(
                 f"{name}-https",
                 load_balancer_arn=self.alb.arn,
                 port=443,
@@ -89,7 +91,7 @@ class Gateway(pulumi.ComponentResource):
                 default_actions=forward,
                 opts=child,
             )
-            aws.lb.Listener(
+            redirect = aws.lb.Listener(
                 f"{name}-http",
                 load_balancer_arn=self.alb.arn,
                 port=80,
@@ -104,9 +106,10 @@ class Gateway(pulumi.ComponentResource):
                 ],
                 opts=child,
             )
+            self.listeners = [listener, redirect]
             scheme = "https"
         else:
-            aws.lb.Listener(
+            listener = aws.lb.Listener(
                 f"{name}-http",
                 load_balancer_arn=self.alb.arn,
                 port=80,
@@ -114,6 +117,7 @@ class Gateway(pulumi.ComponentResource):
                 default_actions=forward,
                 opts=child,
             )
+            self.listeners = [listener]
             scheme = "http"
 
         log_group = aws.cloudwatch.LogGroup(
@@ -159,7 +163,12 @@ class Gateway(pulumi.ComponentResource):
             ],
             health_check_grace_period_seconds=30,
             deployment_circuit_breaker={"enable": True, "rollback": True},
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCount"]),
+            # ECS refuses a service whose target group no listener forwards to yet.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=["desiredCount"],
+                depends_on=[*self.listeners, *args.after],
+            ),
         )
         target = aws.appautoscaling.Target(
             name,

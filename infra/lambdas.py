@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -225,6 +226,7 @@ class StreamBridge(pulumi.ComponentResource):
         target: aws.lambda_.Function,
         args: BridgeArgs,
         opts: pulumi.ResourceOptions | None = None,
+        after: Sequence[pulumi.Resource] = (),
     ) -> None:
         super().__init__("chat:infra:StreamBridge", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -273,7 +275,7 @@ class StreamBridge(pulumi.ComponentResource):
                 "assign_public_ip": False,
             },
             deployment_circuit_breaker={"enable": True, "rollback": True},
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
         )
         self.register_outputs({"service": self.service.name})
 
@@ -314,9 +316,16 @@ class HttpApi(pulumi.ComponentResource):
         self._healthz = False
         self.register_outputs({"url": self.url})
 
-    def serve(self, fn: Function, trigger: HttpRoute, target: aws.lambda_.Function) -> None:
+    def serve(
+        self,
+        fn: Function,
+        trigger: HttpRoute,
+        target: aws.lambda_.Function,
+        after: Sequence[pulumi.Resource] = (),
+    ) -> None:
         """Route the function's routes (and the API's /healthz, once) to its Lambda."""
         child = pulumi.ResourceOptions(parent=self)
+        waits = pulumi.ResourceOptions(parent=self, depends_on=list(after))
         integration = aws.apigatewayv2.Integration(
             fn.name,
             api_id=self.api.id,
@@ -338,7 +347,7 @@ class HttpApi(pulumi.ComponentResource):
                 api_id=self.api.id,
                 route_key=route,
                 target=pulumi.Output.concat("integrations/", integration.id),
-                opts=child,
+                opts=waits,
             )
         aws.lambda_.Permission(
             f"{fn.name}-api",
@@ -367,6 +376,8 @@ class FunctionsArgs:
     kafka_cluster_arn: pulumi.Input[str]
     kafka_pollers: int
     bridge: BridgeArgs
+    # Triggers start only after these (provisioning: migrations, topics, the app role).
+    after: Sequence[pulumi.Resource] = ()
 
 
 def lambda_timeout(fn: Function) -> int:
@@ -459,6 +470,8 @@ class Functions(pulumi.ComponentResource):
     def _trigger(self, fn: Function, name: str, lam: VpcLambda) -> None:
         args = self.args
         child = pulumi.ResourceOptions(parent=self)
+        # A consumer that starts before migrations and topics exist fails its first batches.
+        waits = pulumi.ResourceOptions(parent=self, depends_on=[lam, *args.after])
         trigger = fn.trigger
         match trigger:
             case KafkaTopic():
@@ -484,19 +497,19 @@ class Functions(pulumi.ComponentResource):
                         if trigger.dead_letter
                         else None
                     ),
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[lam]),
+                    opts=waits,
                 )
             case HttpRoute():
                 if self.api is None:
                     self.api = HttpApi(
                         f"{args.name_prefix}-http", args.log_retention_days, opts=child
                     )
-                self.api.serve(fn, trigger, lam.function)
+                self.api.serve(fn, trigger, lam.function, args.after)
             case Schedule():
                 rule = aws.cloudwatch.EventRule(
                     name, schedule_expression=schedule_expression(trigger), opts=child
                 )
-                aws.cloudwatch.EventTarget(name, rule=rule.name, arn=lam.function.arn, opts=child)
+                aws.cloudwatch.EventTarget(name, rule=rule.name, arn=lam.function.arn, opts=waits)
                 aws.lambda_.Permission(
                     f"{name}-schedule",
                     action="lambda:InvokeFunction",
@@ -507,15 +520,46 @@ class Functions(pulumi.ComponentResource):
                 )
             case RedisStream():
                 self.bridges[fn.name] = StreamBridge(
-                    f"{name}-bridge", fn, lam.function, args.bridge, opts=child
+                    f"{name}-bridge", fn, lam.function, args.bridge, opts=child, after=args.after
                 )
             case _:
                 assert_never(trigger)
 
 
-def missing_archives(artifacts_dir: Path, functions: Sequence[Function] | None = None) -> list[str]:
-    """Archives ``python -m functions.aws.package`` has not built yet."""
-    from functions.aws.package import archives
+class ArchiveMismatch(ValueError):
+    """An archive was built for another architecture or Python than the stack runs."""
 
-    wanted = archives(functions) if functions is not None else archives()
-    return [a.name for a in wanted if not (artifacts_dir / f"{a.name}.zip").exists()]
+
+def check_archives(
+    artifacts_dir: Path, names: Sequence[str], architecture: str, runtime: str
+) -> list[str]:
+    """Raise ArchiveMismatch for an archive unlike the stack; return the missing ones."""
+    manifest_path = artifacts_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    python = runtime.removeprefix("python")
+    rebuild = f"python -m functions.aws.package --arch {architecture} --python {python}"
+    missing: list[str] = []
+    problems: list[str] = []
+    for name in names:
+        archive = artifacts_dir / f"{name}.zip"
+        if not archive.exists():
+            missing.append(name)
+            continue
+        entry = manifest.get(name)
+        if entry is None:
+            problems.append(f"{archive.name} is not in {manifest_path}")
+            continue
+        if entry.get("arch") != architecture:
+            problems.append(f"{archive.name} is built for {entry.get('arch')}, not {architecture}")
+        if entry.get("python") != python:
+            problems.append(
+                f"{archive.name} is built for Python {entry.get('python')}, not {python}"
+            )
+        if entry.get("sha256") != hashlib.sha256(archive.read_bytes()).hexdigest():
+            problems.append(f"{archive.name} changed after it was packaged")
+    if problems:
+        raise ArchiveMismatch(
+            "Lambda archives do not match the stack (lambdaArchitecture "
+            f"{architecture}, runtime {runtime}): {'; '.join(problems)}. Rebuild them: {rebuild}"
+        )
+    return missing

@@ -199,5 +199,9 @@ class Network(pulumi.ComponentResource):
             ingress=ingress or [],
             egress=egress or [],
             tags={"Name": name},
-            opts=pulumi.ResourceOptions(parent=self),
+            # On teardown Lambda releases its VPC network interfaces minutes after the functions
+            # are gone; until then the group cannot be deleted.
+            opts=pulumi.ResourceOptions(
+                parent=self, custom_timeouts=pulumi.CustomTimeouts(delete="45m")
+            ),
         )

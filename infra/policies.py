@@ -21,8 +21,10 @@ ENI_ACTIONS = (
 )
 # ECR hands out registry tokens account-wide; the pulls themselves are per repository.
 ECR_TOKEN_ACTIONS = ("ecr:GetAuthorizationToken",)
+# CloudWatch metrics have no ARN; the gauges' statement narrows it to one namespace instead.
+METRIC_ACTIONS = ("cloudwatch:PutMetricData",)
 # Actions AWS only grants on "*": the one exception the least-privilege test allows.
-WILDCARD_ONLY_ACTIONS = frozenset(ENI_ACTIONS + ECR_TOKEN_ACTIONS)
+WILDCARD_ONLY_ACTIONS = frozenset(ENI_ACTIONS + ECR_TOKEN_ACTIONS + METRIC_ACTIONS)
 
 Statement = dict[str, Any]
 

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from functions.aws.gauges import NAMESPACE_ENV, dead_letter_sources
+from functions.aws.package import GAUGES, PROVISION, archives
+from functions.aws.provision import APP_SECRET_ENV, APP_USER_ENV
 from functions.registry import FUNCTIONS, Function
+from functions.triggers import KafkaTopic, RedisStream
+from infra import policies
+from infra.alarms import Alarms, AlarmsArgs
 from infra.config import StackConfig
-from infra.data import Cache, CacheArgs, Database, DatabaseArgs, Kafka, KafkaArgs, SecretValue
+from infra.data import (
+    APP_USER,
+    Cache,
+    CacheArgs,
+    Database,
+    DatabaseArgs,
+    Kafka,
+    KafkaArgs,
+    SecretValue,
+)
 from infra.gateway import Gateway, GatewayArgs
-from infra.lambdas import BridgeArgs, Functions, FunctionsArgs, LambdaArgs, SecretRef, VpcLambda
+from infra.lambdas import (
+    BridgeArgs,
+    Functions,
+    FunctionsArgs,
+    LambdaArgs,
+    SecretRef,
+    VpcLambda,
+    check_archives,
+)
 from infra.network import Network, NetworkArgs
-
-PROVISION_HANDLER = "functions.aws.provision.handler"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +49,21 @@ class Deployment:
     entry_url: pulumi.Output[str]
     history_url: pulumi.Output[str]
     functions: dict[str, pulumi.Output[str]]
+    # Kept as an output: a preview or deploy without an image of its own starts from it.
+    image: str
+    alarm_topic: pulumi.Output[str]
 
 
 def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deployment:
     """Declare every resource of a stack."""
     name = cfg.name
+    # Fails preview as well as up: an archive for another architecture or Python never ships.
+    check_archives(
+        cfg.artifacts_dir,
+        [a.name for a in archives(functions)],
+        cfg.lambda_architecture,
+        cfg.lambda_runtime,
+    )
     network = Network(name, NetworkArgs(cfg.vpc_cidr, cfg.az_count, cfg.nat_gateways))
     cache = Cache(
         f"{name}-redis",
@@ -68,23 +99,40 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
             max_storage_gb=cfg.db_max_storage_gb,
             multi_az=cfg.db_multi_az,
             deletion_protection=cfg.db_deletion_protection,
+            final_snapshot=cfg.db_final_snapshot,
         ),
     )
     jwt = SecretValue(f"{name}-jwt", cfg.jwt_secret, "HS256 secret of client tokens")
     redis_url = SecretValue(f"{name}-redis-url", cache.url, "Redis URL with its auth token")
     cluster = aws.ecs.Cluster(name, settings=[{"name": "containerInsights", "value": "enabled"}])
 
-    environment: dict[str, pulumi.Input[str]] = {
+    base_environment: dict[str, pulumi.Input[str]] = {
         "CHAT_ENVIRONMENT": "prod",
         "CHAT_DEV_AUTH": "false",
         "CHAT_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "CHAT_KAFKA_SECURITY_PROTOCOL": "SSL",
-        "CHAT_POSTGRES_DSN": database.dsn,
     }
+    # Functions log in as the application role; only provisioning uses the master user.
+    environment = {**base_environment, "CHAT_POSTGRES_DSN": database.app_dsn}
     runtime_secrets = {
         "CHAT_REDIS_URL": SecretRef(redis_url.arn),
-        "PGPASSWORD": SecretRef(database.secret_arn, "password"),
+        "PGPASSWORD": SecretRef(database.app_secret.arn, "password"),
     }
+    provisioned = provision(
+        cfg,
+        network,
+        {
+            **base_environment,
+            "CHAT_POSTGRES_DSN": database.dsn,
+            APP_SECRET_ENV: database.app_secret.arn,
+            APP_USER_ENV: APP_USER,
+        },
+        {
+            "CHAT_REDIS_URL": SecretRef(redis_url.arn),
+            "PGPASSWORD": SecretRef(database.secret_arn, "password"),
+        },
+        app_secret_arn=database.app_secret.arn,
+    )
     deployed = Functions(
         f"{name}-functions",
         FunctionsArgs(
@@ -110,9 +158,9 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
                 log_retention_days=cfg.log_retention_days,
                 network=network,
             ),
+            after=[provisioned],
         ),
     )
-    provision(cfg, network, environment, runtime_secrets)
     gateway = Gateway(
         f"{name}-gateway",
         GatewayArgs(
@@ -135,6 +183,21 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
             },
             secrets={"CHAT_REDIS_URL": redis_url.arn, "CHAT_JWT_SECRET": jwt.arn},
             log_retention_days=cfg.log_retention_days,
+            after=[provisioned],
+        ),
+    )
+    namespace = f"Chat/{name}"
+    gauges(cfg, network, base_environment, {"CHAT_REDIS_URL": SecretRef(redis_url.arn)}, namespace)
+    alarms = Alarms(
+        f"{name}-alarms",
+        AlarmsArgs(
+            lambdas={n: lam.function.name for n, lam in deployed.lambdas.items()},
+            kafka_functions=[f.name for f in functions if isinstance(f.trigger, KafkaTopic)],
+            stream_functions=[f.name for f in functions if isinstance(f.trigger, RedisStream)],
+            dead_letters=dead_letter_sources(functions),
+            gauges_namespace=namespace,
+            load_balancer_suffix=gateway.alb.arn_suffix,
+            email=cfg.alarm_email,
         ),
     )
     return Deployment(
@@ -142,23 +205,28 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
         entry_url=gateway.entry_url,
         history_url=deployed.history_url,
         functions={n: lam.function.name for n, lam in deployed.lambdas.items()},
+        image=cfg.image,
+        alarm_topic=alarms.topic.arn,
     )
 
 
-def provision(
+def _system_lambda(
     cfg: StackConfig,
+    archive: str,
     network: Network,
-    environment: dict[str, pulumi.Input[str]],
-    secrets: dict[str, SecretRef],
-) -> None:
-    """Migrate and create topics from inside the VPC on every deploy that changes the code."""
-    archive = cfg.artifacts_dir / "provision.zip"
-    lam = VpcLambda(
-        f"{cfg.name}-provision",
+    environment: Mapping[str, pulumi.Input[str]],
+    secrets: Mapping[str, SecretRef],
+    *,
+    timeout_s: int,
+    description: str,
+    statements: Sequence[policies.Statement] = (),
+) -> VpcLambda:
+    return VpcLambda(
+        f"{cfg.name}-{archive}",
         LambdaArgs(
-            archive=archive,
-            handler=PROVISION_HANDLER,
-            timeout_s=300,
+            archive=cfg.artifacts_dir / f"{archive}.zip",
+            handler=f"functions.aws.{archive}.handler",
+            timeout_s=timeout_s,
             memory_mb=256,
             architecture=cfg.lambda_architecture,
             runtime=cfg.lambda_runtime,
@@ -166,14 +234,80 @@ def provision(
             network=network,
             environment=environment,
             secrets=secrets,
-            description="Migrations and Kafka topics",
+            statements=statements,
+            description=description,
         ),
     )
-    # Runs again whenever the archive (so a migration) changes.
+
+
+def provision(
+    cfg: StackConfig,
+    network: Network,
+    environment: Mapping[str, pulumi.Input[str]],
+    secrets: Mapping[str, SecretRef],
+    *,
+    app_secret_arn: pulumi.Input[str],
+) -> aws.lambda_.Invocation:
+    """Migrate, create the app role and the topics from inside the VPC, before any consumer."""
+    lam = _system_lambda(
+        cfg,
+        PROVISION,
+        network,
+        environment,
+        secrets,
+        timeout_s=300,
+        description="Migrations, the application role, Kafka topics",
+        # It fills the application role's secret (and rotates it when asked).
+        statements=[
+            policies.allow(
+                ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+                [app_secret_arn],
+            )
+        ],
+    )
+    # Runs again whenever the archive (so a migration) changes. A failed run fails the deploy
+    # before any consumer or gateway starts.
+    archive = cfg.artifacts_dir / f"{PROVISION}.zip"
     digest = hashlib.sha256(archive.read_bytes()).hexdigest() if archive.exists() else "absent"
-    aws.lambda_.Invocation(
+    return aws.lambda_.Invocation(
         f"{cfg.name}-provision",
         function_name=lam.function.name,
         input=json.dumps({"reason": "deploy"}),
         triggers={"archive": digest},
     )
+
+
+def gauges(
+    cfg: StackConfig,
+    network: Network,
+    environment: Mapping[str, pulumi.Input[str]],
+    secrets: Mapping[str, SecretRef],
+    namespace: str,
+) -> VpcLambda:
+    """Publish dead-letter depth and Redis stream lag every minute, for the alarms."""
+    lam = _system_lambda(
+        cfg,
+        GAUGES,
+        network,
+        {**environment, NAMESPACE_ENV: namespace},
+        secrets,
+        timeout_s=60,
+        description="Dead-letter depth and stream lag as CloudWatch metrics",
+        statements=[
+            {
+                **policies.allow(policies.METRIC_ACTIONS, ["*"]),
+                "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+            }
+        ],
+    )
+    name = f"{cfg.name}-{GAUGES}"
+    rule = aws.cloudwatch.EventRule(name, schedule_expression="rate(1 minute)")
+    aws.cloudwatch.EventTarget(name, rule=rule.name, arn=lam.function.arn)
+    aws.lambda_.Permission(
+        name,
+        action="lambda:InvokeFunction",
+        function=lam.function.name,
+        principal="events.amazonaws.com",
+        source_arn=rule.arn,
+    )
+    return lam

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, and skips what is already there:
 # Debian packages (Redis, haproxy, PostgreSQL, Maven, Java, Node.js/npm, Chromium for the page
-# tests), the Python virtualenv, the Kafka jars, the web page's npm packages.
+# tests), the Python virtualenv from the lock file, actionlint, the Kafka jars, the web page's npm
+# packages. `scripts/bootstrap.sh --lint-tools` installs only the virtualenv and actionlint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,13 @@ die() {
     printf 'bootstrap: error: %s\n' "$*" >&2
     exit 1
 }
+
+lint_only=false
+case "${1:-}" in
+    --lint-tools) lint_only=true ;;
+    "") ;;
+    *) die "unknown option $1 (known: --lint-tools)" ;;
+esac
 
 # ----- system packages -----
 have_postgres() {
@@ -30,6 +38,10 @@ command -v npm >/dev/null || missing+=(npm)
 command -v chromium >/dev/null || missing+=(chromium)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 
+if $lint_only; then
+    missing=()
+    [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
     command -v apt-get >/dev/null ||
         die "missing ${missing[*]} and this is no Debian/Ubuntu: install them with your package manager, then run this again"
@@ -46,7 +58,7 @@ if ((${#missing[@]})); then
     timeout 1800 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
         die "apt-get install ${missing[*]} failed (see above): fix it, then run this again"
-else
+elif ! $lint_only; then
     say "system packages present (redis-server, haproxy, postgresql, maven, java, npm, chromium)"
 fi
 
@@ -57,14 +69,36 @@ if [ ! -x .venv/bin/python ]; then
         die "python3 -m venv failed: install python3-venv (apt-get install python3-venv), then run this again"
 fi
 stamp=.venv/.requirements.sha256
-wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements-dev.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
-    say "installing Python packages from requirements-dev.txt"
-    timeout 1800 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt ||
-        die "pip install failed (see above): fix the requirements or the network, then run this again"
+    # The lock pins every package with its hashes: CI, the image and the Lambda archives get
+    # exactly these versions. `make lock` refreshes it from requirements*.txt.
+    say "installing Python packages from requirements-dev.lock"
+    timeout 1800 .venv/bin/python -m pip install -q --disable-pip-version-check \
+        --require-hashes -r requirements-dev.lock ||
+        die "pip install failed (see above): fix the lock (make lock) or the network, then run this again"
     echo "$wanted" >"$stamp"
 else
     say "Python packages up to date"
+fi
+
+# ----- actionlint, built from its Go module (make lint checks the workflow with it) -----
+actionlint_version=v1.7.12
+if [ "$(.venv/bin/actionlint --version 2>/dev/null | head -n1)" != "$actionlint_version" ]; then
+    go=$(command -v go || true)
+    [ -n "$go" ] || [ ! -x /usr/local/go/bin/go ] || go=/usr/local/go/bin/go
+    [ -n "$go" ] ||
+        die "actionlint needs Go 1.25 or newer to build: install it (https://go.dev/doc/install), then run this again"
+    say "building actionlint $actionlint_version with $("$go" version | cut -d' ' -f3) (go install, about a minute)"
+    GOBIN="$PWD/.venv/bin" GOFLAGS=-mod=mod timeout 900 "$go" install \
+        "github.com/rhysd/actionlint/cmd/actionlint@$actionlint_version" ||
+        die "go install actionlint failed (see above): check access to the Go module proxy, then run this again"
+else
+    say "actionlint $actionlint_version present"
+fi
+if $lint_only; then
+    say "done in $((SECONDS - began))s"
+    exit 0
 fi
 
 # ----- Kafka broker jars -----

@@ -14,6 +14,7 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, assert_never
 
+from chat.clients import on_password_refused
 from functions import deps as deps_module
 from functions import registry
 from functions.aws.events import (
@@ -23,7 +24,7 @@ from functions.aws.events import (
     encode_result,
     kafka_batch_response,
 )
-from functions.aws.secrets import load_settings
+from functions.aws.secrets import load_settings, reload_secrets
 from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
 from functions.registry import Function
@@ -55,6 +56,8 @@ class LambdaRuntime:
         name = os.environ.get(FUNCTION_ENV, "")
         fn = registry.get(name)
         deps = Deps(load_settings())
+        # RDS rotates the database password: a refused login re-reads it and connects again.
+        on_password_refused(reload_secrets)
         deps_module.install(deps)
         return cls(fn, deps)
 

@@ -4,8 +4,10 @@
     python -m functions.aws.package --only persist --arch x86_64
 
 Our modules are followed from the handler and the Lambda entry point through their
-module-level imports; third-party imports become requirements (pinned as requirements.txt
-pins them) installed as manylinux wheels for Lambda's Python into each archive.
+module-level imports; third-party imports become requirements, pinned and hash-checked as
+requirements.lock has them (with their locked dependencies), installed as manylinux wheels for
+Lambda's Python into each archive. ``build/manifest.json`` records each archive's architecture,
+Python and digest; the Pulumi program refuses archives that do not match the stack.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import assert_never
 
+from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -36,13 +39,16 @@ FIRST_PARTY = ("chat", "functions")
 ENTRY = "functions.aws.lambda_handler"
 PROVISION = "provision"
 PROVISION_ENTRY = "functions.aws.provision"
+GAUGES = "gauges"
+GAUGES_ENTRY = "functions.aws.gauges"
 # The Lambda Python runtime ships the AWS SDK; bundling it would triple every archive.
 RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath"})
 PYTHON_VERSION = "3.12"
 # Lambda's Python 3.12 runs on Amazon Linux 2023 (glibc 2.34): any of these wheels loads there.
+_MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}
 _PLATFORMS = {
     arch: tuple(f"manylinux{tag}_{machine}" for tag in ("_2_34", "_2_28", "2014"))
-    for arch, machine in (("arm64", "aarch64"), ("x86_64", "x86_64"))
+    for arch, machine in _MACHINES.items()
 }
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -71,7 +77,7 @@ def trigger_packages(fn: Function) -> tuple[str, ...]:
 
 
 def archives(functions: Iterable[Function] = FUNCTIONS) -> list[Archive]:
-    """One archive per registry function, plus the provisioning one."""
+    """One archive per registry function, plus provisioning's and the gauges'."""
     found = [
         Archive(
             name=fn.name,
@@ -83,6 +89,7 @@ def archives(functions: Iterable[Function] = FUNCTIONS) -> list[Archive]:
     found.append(
         Archive(name=PROVISION, roots=(PROVISION_ENTRY,), data_packages=("chat.migrations",))
     )
+    found.append(Archive(name=GAUGES, roots=(GAUGES_ENTRY,)))
     return found
 
 
@@ -169,43 +176,126 @@ def closure(roots: Sequence[str]) -> Closure:
     return result
 
 
-def _pinned_requirements(path: Path) -> dict[str, str]:
-    """requirements.txt lines by the distributions they bring, extras' included."""
-    pins: dict[str, str] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
+LOCK = REPO / "requirements.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """One pin of the lock file: ``name==version``, its marker, its hashes, who needs it."""
+
+    name: str
+    pin: str
+    marker: Marker | None
+    hashes: tuple[str, ...]
+    # Canonical names of the locked packages that depend on it; "-r ..." for a direct one.
+    via: frozenset[str]
+
+    def line(self) -> str:
+        """The pin as a hash-checked requirement line."""
+        return " ".join([self.pin, *(f"--hash={h}" for h in self.hashes)])
+
+
+def read_lock(path: Path = LOCK) -> dict[str, Locked]:
+    """The pins of a lock file written by ``make lock`` (uv pip compile --generate-hashes)."""
+    entries: dict[str, Locked] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.strip() or line.startswith((" ", "#")):
             continue
-        req = Requirement(line)
-        pins.setdefault(canonicalize_name(req.name), line)
-        # psycopg[binary,pool] is what brings psycopg-pool and the binary libpq.
-        for extra in req.extras:
-            for dep in importlib.metadata.requires(req.name) or []:
-                dep_req = Requirement(dep)
-                if dep_req.marker and dep_req.marker.evaluate({"extra": extra}):
-                    pins.setdefault(canonicalize_name(dep_req.name), line)
-    return pins
+        spec = line.rstrip(" \\")
+        hashes: list[str] = []
+        via: set[str] = set()
+        while i < len(lines) and lines[i].startswith(" "):
+            part = lines[i].strip().rstrip(" \\")
+            i += 1
+            if part.startswith("--hash="):
+                hashes.append(part.removeprefix("--hash="))
+            elif part.startswith("#"):
+                name = part.lstrip("#").strip().removeprefix("via").strip()
+                if name:
+                    via.add(name if name.startswith("-") else canonicalize_name(name))
+        req = Requirement(spec)
+        if len(req.specifier) != 1 or next(iter(req.specifier)).operator != "==":
+            raise ValueError(f"{path.name}: {spec!r} is not an exact pin; run `make lock`")
+        if not hashes:
+            raise ValueError(f"{path.name}: {req.name} has no hash; run `make lock`")
+        name = canonicalize_name(req.name)
+        entries[name] = Locked(
+            name=name,
+            pin=f"{req.name}{req.specifier}",
+            marker=req.marker,
+            hashes=tuple(hashes),
+            via=frozenset(via),
+        )
+    return entries
 
 
-def requirements(packages: Iterable[str], pins_file: Path = REPO / "requirements.txt") -> list[str]:
-    """Requirement lines for top-level import names: requirements.txt's pin, else the installed."""
-    pins = _pinned_requirements(pins_file)
+def lambda_environment(arch: str, python: str) -> dict[str, str]:
+    """The values environment markers take on Lambda's Python for ``arch``."""
+    machine = _MACHINES[arch]
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": f"{python}.0",
+        "os_name": "posix",
+        "platform_machine": machine,
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_system": "Linux",
+        "platform_version": "",
+        "python_full_version": f"{python}.0",
+        "python_version": python,
+        "sys_platform": "linux",
+    }
+
+
+def requirements(
+    packages: Iterable[str],
+    *,
+    arch: str = "arm64",
+    python: str = PYTHON_VERSION,
+    lock_file: Path = LOCK,
+) -> list[Locked]:
+    """The locked pins top-level import names need on Lambda, their dependencies included."""
+    lock = read_lock(lock_file)
+    environment = lambda_environment(arch, python)
+
+    def applies(entry: Locked) -> bool:
+        return entry.marker is None or entry.marker.evaluate(environment)
+
     by_module = importlib.metadata.packages_distributions()
-    lines: set[str] = set()
+    wanted: set[str] = set()
     for package in packages:
         dists = by_module.get(package)
         if not dists:
             raise LookupError(f"no installed distribution provides {package!r}")
         for dist in dists:
-            if canonicalize_name(dist) in RUNTIME_PROVIDED:
+            name = canonicalize_name(dist)
+            if name in RUNTIME_PROVIDED:
                 continue
-            lines.add(
-                pins.get(canonicalize_name(dist)) or f"{dist}=={importlib.metadata.version(dist)}"
-            )
-    return sorted(lines)
+            if name not in lock:
+                raise LookupError(
+                    f"{dist} (imported as {package!r}) is not in {lock_file.name}: "
+                    "add it to requirements.txt and run `make lock`"
+                )
+            wanted.add(name)
+    # Everything the wanted packages depend on, as the lock's "via" lines record it.
+    grown = True
+    while grown:
+        grown = False
+        for entry in lock.values():
+            if entry.name not in wanted and entry.via & wanted and applies(entry):
+                wanted.add(entry.name)
+                grown = True
+    return sorted((lock[n] for n in wanted if applies(lock[n])), key=lambda e: e.name)
 
 
-def _install(reqs: Sequence[str], target: Path, arch: str, python: str) -> None:
+def _install(reqs: Sequence[Locked], target: Path, arch: str, python: str) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    pins = target.parent / f"{target.name}.requirements.txt"
+    pins.write_text("".join(f"{r.line()}\n" for r in reqs), encoding="utf-8")
     subprocess.run(
         [
             sys.executable,
@@ -215,6 +305,9 @@ def _install(reqs: Sequence[str], target: Path, arch: str, python: str) -> None:
             "--quiet",
             "--disable-pip-version-check",
             "--no-compile",
+            # The set is closed already: exactly the locked versions, checked by hash.
+            "--no-deps",
+            "--require-hashes",
             "--target",
             str(target),
             *(arg for platform in _PLATFORMS[arch] for arg in ("--platform", platform)),
@@ -223,10 +316,12 @@ def _install(reqs: Sequence[str], target: Path, arch: str, python: str) -> None:
             "--python-version",
             python,
             "--only-binary=:all:",
-            *reqs,
+            "-r",
+            str(pins),
         ],
         check=True,
     )
+    pins.unlink()
 
 
 def _write_zip(zip_path: Path, entries: dict[str, Path]) -> str:
@@ -269,9 +364,11 @@ def build(
             for data in path.parent.iterdir():
                 if data.is_file() and data.suffix not in {".py", ".pyc"}:
                     entries[data.relative_to(REPO).as_posix()] = data
-    reqs = requirements(found.third_party | set(archive.extra_packages))
+    reqs = requirements(found.third_party | set(archive.extra_packages), arch=arch, python=python)
     if with_dependencies and reqs:
-        key = hashlib.sha256("\n".join([arch, python, *reqs]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            "\n".join([arch, python, *(r.line() for r in reqs)]).encode()
+        ).hexdigest()[:16]
         site = out / ".deps" / key
         if not site.exists():
             staging = site.with_suffix(".tmp")
@@ -286,7 +383,7 @@ def build(
         "zip": zip_path.name,
         "sha256": digest,
         "modules": sorted(found.files),
-        "requirements": reqs,
+        "requirements": [r.pin for r in reqs],
         "arch": arch,
         "python": python,
     }

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import MutableMapping
 from typing import Any
 
 from chat.settings import Settings
+
+log = logging.getLogger("functions.aws.secrets")
 
 # JSON object: environment variable -> "<secret ARN>" or "<secret ARN>#<JSON key>".
 SECRETS_ENV = "CHAT_AWS_SECRETS"
@@ -50,6 +53,17 @@ def resolve_secrets(environ: MutableMapping[str, str], client: Any = None) -> li
             value = str(document[key])
         environ[name] = value
     return list(refs)
+
+
+def reload_secrets(environ: MutableMapping[str, str] | None = None, client: Any = None) -> bool:
+    """Read the named secrets again; True when a value changed (the secret was rotated)."""
+    target = os.environ if environ is None else environ
+    before = {name: target.get(name) for name in secret_refs(target)}
+    resolve_secrets(target, client)
+    changed = sorted(name for name, value in before.items() if target.get(name) != value)
+    if changed:
+        log.warning("secrets changed since they were read: %s", ", ".join(changed))
+    return bool(changed)
 
 
 def load_settings(client: Any = None) -> Settings:

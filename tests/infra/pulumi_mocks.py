@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from pulumi.runtime.mocks import MockMonitor
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -25,6 +26,23 @@ class RecordingMocks(pulumi.runtime.Mocks):
     """Answers the engine's questions the way AWS would, and remembers each resource."""
 
     resources: list[Declared] = field(default_factory=list)
+    # (type, name) -> URN, and URN -> the URNs it waits for (depends_on and inputs).
+    urns: dict[tuple[str, str], str] = field(default_factory=dict)
+    dependencies: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def waits_for(self, resource: tuple[str, str], other: tuple[str, str]) -> bool:
+        """Whether the engine creates ``other`` before ``resource``, directly or through others."""
+        target, seen = self.urns[other], set()
+        pending = [self.urns[resource]]
+        while pending:
+            urn = pending.pop()
+            for dep in self.dependencies.get(urn, frozenset()):
+                if dep == target:
+                    return True
+                if dep not in seen:
+                    seen.add(dep)
+                    pending.append(dep)
+        return False
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.resources.append(Declared(args.typ, args.name, dict(args.inputs)))
@@ -67,3 +85,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def of_type(self, token: str) -> list[Declared]:
         """Every declared resource of one type."""
         return [r for r in self.resources if r.type == token]
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock engine, also recording what each registered resource depends on."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording = mocks
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        deps = set(request.dependencies)
+        for property_deps in request.propertyDependencies.values():
+            deps.update(property_deps.urns)
+        self.recording.urns[(request.type, request.name)] = response.urn
+        self.recording.dependencies[response.urn] = frozenset(deps)
+        return response

@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 import pytest
-from pulumi_mocks import Declared, RecordingMocks
+from pulumi_mocks import Declared, RecordingMocks, RecordingMonitor
 
 from functions.registry import FUNCTIONS, Function
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
@@ -86,7 +86,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, thread_loops: None) -> It
     asyncio.set_event_loop(loop)
     artifacts = tmp_path_factory.mktemp("build")
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="chat", stack="test", preview=False)
+    pulumi.runtime.set_mocks(
+        mocks, project="chat", stack="test", preview=False, monitor=RecordingMonitor(mocks)
+    )
     outputs: dict[str, Any] = {}
 
     @pulumi.runtime.test
@@ -104,6 +106,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, thread_loops: None) -> It
             entry_url=d.entry_url,
             history_url=d.history_url,
             functions=d.functions,
+            image=d.image,
+            alarm_topic=d.alarm_topic,
         ).apply(outputs.update)
 
     try:
@@ -128,7 +132,11 @@ def _policies(deployed: Deployed) -> dict[str, dict[str, Any]]:
 def test_one_lambda_per_registry_function(deployed: Deployed) -> None:
     names = sorted(r.name for r in deployed.of_type("aws:lambda/function:Function"))
     assert names == sorted(
-        [*(_lambda_name(fn) for fn in DEPLOYED_FUNCTIONS), "chat-test-provision"]
+        [
+            *(_lambda_name(fn) for fn in DEPLOYED_FUNCTIONS),
+            "chat-test-provision",
+            "chat-test-gauges",
+        ]
     )
     for fn in DEPLOYED_FUNCTIONS:
         lam = deployed.named("aws:lambda/function:Function", _lambda_name(fn))
@@ -174,7 +182,8 @@ def test_each_function_has_exactly_its_trigger(deployed: Deployed) -> None:
                 assert service.inputs["desiredCount"] >= 1
     kafka = [fn for fn in DEPLOYED_FUNCTIONS if isinstance(fn.trigger, KafkaTopic)]
     assert len(mappings) == len(kafka)
-    assert len(rules) == sum(isinstance(fn.trigger, Schedule) for fn in DEPLOYED_FUNCTIONS)
+    # Plus the gauges' minute tick.
+    assert len(rules) == 1 + sum(isinstance(fn.trigger, Schedule) for fn in DEPLOYED_FUNCTIONS)
 
 
 def test_data_stores_are_unreachable_from_the_internet(deployed: Deployed) -> None:
@@ -270,3 +279,160 @@ def test_outputs_exist(deployed: Deployed) -> None:
     assert deployed.outputs["websocket_url"].endswith("/socket.io/")
     assert deployed.outputs["history_url"].startswith("https://")
     assert set(deployed.outputs["functions"]) == {fn.name for fn in DEPLOYED_FUNCTIONS}
+    assert deployed.outputs["image"] == IMAGE
+    assert deployed.outputs["alarm_topic"].startswith("arn:aws:sns:")
+
+
+SERVICE = "aws:ecs/service:Service"
+INVOCATION = ("aws:lambda/invocation:Invocation", "chat-test-provision")
+
+
+def test_gateways_start_after_the_listener_and_provisioning(deployed: Deployed) -> None:
+    gateway = (SERVICE, "chat-test-gateway")
+    (listener,) = deployed.of_type("aws:lb/listener:Listener")
+    assert deployed.mocks.waits_for(gateway, (listener.type, listener.name))
+    assert deployed.mocks.waits_for(gateway, INVOCATION)
+
+
+def test_consumers_start_after_provisioning(deployed: Deployed) -> None:
+    mocks = deployed.mocks
+    consumers = [
+        (r.type, r.name)
+        for r in deployed.mocks.resources
+        if r.type
+        in {
+            "aws:lambda/eventSourceMapping:EventSourceMapping",
+            "aws:cloudwatch/eventTarget:EventTarget",
+            "aws:apigatewayv2/route:Route",
+        }
+        and r.name != "chat-test-gauges"
+    ]
+    consumers += [(SERVICE, s.name) for s in deployed.of_type(SERVICE) if "-bridge" in s.name]
+    kinds = {kind for kind, _ in consumers}
+    assert len(kinds) == 4, kinds
+    for consumer in consumers:
+        assert mocks.waits_for(consumer, INVOCATION), consumer
+    # Provisioning itself must not wait for what waits for it.
+    assert not mocks.waits_for(INVOCATION, (SERVICE, "chat-test-gateway"))
+
+
+def test_functions_log_in_as_the_application_role(deployed: Deployed) -> None:
+    from infra.data import APP_USER, DB_USER
+
+    provision = deployed.named("aws:lambda/function:Function", "chat-test-provision")
+    env = provision.inputs["environment"]["variables"]
+    assert env["CHAT_POSTGRES_DSN"].startswith(f"postgresql://{DB_USER}@")
+    assert env["APP_DB_USER"] == APP_USER
+    app_secret = env["APP_DB_SECRET_ARN"]
+    assert "rds!" in json.loads(env["CHAT_AWS_SECRETS"])["PGPASSWORD"]
+    assert app_secret in json.dumps(_policies(deployed)["chat-test-provision"])
+    for fn in DEPLOYED_FUNCTIONS:
+        lam = deployed.named("aws:lambda/function:Function", _lambda_name(fn))
+        env = lam.inputs["environment"]["variables"]
+        assert env["CHAT_POSTGRES_DSN"].startswith(f"postgresql://{APP_USER}@"), fn.name
+        secrets = json.loads(env["CHAT_AWS_SECRETS"])
+        assert secrets["PGPASSWORD"] == f"{app_secret}#password", fn.name
+        assert "rds!" not in json.dumps(_policies(deployed)[_lambda_name(fn)]), fn.name
+
+
+def test_alarms_watch_dead_letters_lag_errors_and_5xx(deployed: Deployed) -> None:
+    from functions.aws.gauges import dead_letter_sources
+
+    alarms = {
+        (a.inputs["namespace"], a.inputs["metricName"], json.dumps(a.inputs["dimensions"]))
+        for a in deployed.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    }
+    names = {a[1] for a in alarms}
+    assert {"DeadLetters", "OffsetLag", "StreamLag", "Errors"} <= names
+    assert {"HTTPCode_ELB_5XX_Count", "HTTPCode_Target_5XX_Count"} <= names
+    dead = {json.loads(d)["Source"] for _, m, d in alarms if m == "DeadLetters"}
+    assert dead == set(dead_letter_sources(DEPLOYED_FUNCTIONS)) and dead
+    errors = {json.loads(d)["FunctionName"] for _, m, d in alarms if m == "Errors"}
+    assert errors == {_lambda_name(fn) for fn in DEPLOYED_FUNCTIONS}
+    lagging = {json.loads(d)["FunctionName"] for _, m, d in alarms if m == "OffsetLag"}
+    assert lagging == {
+        _lambda_name(f) for f in DEPLOYED_FUNCTIONS if isinstance(f.trigger, KafkaTopic)
+    }
+    topic = deployed.of_type("aws:sns/topic:Topic")
+    assert len(topic) == 1
+    for alarm in deployed.of_type("aws:cloudwatch/metricAlarm:MetricAlarm"):
+        assert alarm.inputs["alarmActions"] == [
+            f"arn:aws:sns:eu-west-1:123456789012:{topic[0].name}"
+        ]
+    # The gauges may put metrics in their own namespace only.
+    (statement,) = [
+        st
+        for st in _policies(deployed)["chat-test-gauges"]["Statement"]
+        if "cloudwatch:PutMetricData" in st["Action"]
+    ]
+    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "Chat/chat-test"}}
+
+
+def test_an_image_without_a_tag_is_refused() -> None:
+    from infra.config import StackConfig
+
+    secret = pulumi.Output.secret("x")
+    with pytest.raises(ValueError, match="tag or digest"):
+        StackConfig(
+            name="x",
+            image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/chat",
+            jwt_secret=secret,
+            redis_auth_token=secret,
+        )
+    assert StackConfig(name="x", image=IMAGE, jwt_secret=secret, redis_auth_token=secret)
+
+
+def _packaged(artifacts: Path, name: str, arch: str, python: str) -> None:
+    import hashlib
+
+    zipped = artifacts / f"{name}.zip"
+    zipped.write_bytes(b"PK\x05\x06" + bytes(18))
+    manifest = {
+        name: {
+            "arch": arch,
+            "python": python,
+            "sha256": hashlib.sha256(zipped.read_bytes()).hexdigest(),
+        }
+    }
+    (artifacts / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("arch", "python", "complaint"),
+    [
+        ("x86_64", "3.12", "built for x86_64, not arm64"),
+        ("arm64", "3.11", "built for Python 3.11, not 3.12"),
+    ],
+)
+def test_archives_unlike_the_stack_fail_before_any_resource(
+    tmp_path: Path, thread_loops: None, arch: str, python: str, complaint: str
+) -> None:
+    from infra.config import StackConfig
+    from infra.lambdas import ArchiveMismatch
+    from infra.stack import build
+
+    _packaged(tmp_path, "persist", arch, python)
+    mocks = RecordingMocks()
+    # preview=True: the check fails a preview, not only an update.
+    pulumi.runtime.set_mocks(mocks, project="chat", stack="arch", preview=True)
+    cfg = StackConfig(
+        name="chat-arch",
+        image=IMAGE,
+        jwt_secret=pulumi.Output.secret(JWT),
+        redis_auth_token=pulumi.Output.secret(TOKEN),
+        artifacts_dir=tmp_path,
+    )
+    with pytest.raises(ArchiveMismatch, match=complaint) as caught:
+        build(cfg, DEPLOYED_FUNCTIONS)
+    assert "--arch arm64 --python 3.12" in str(caught.value)
+    assert mocks.resources == []
+
+
+def test_a_matching_archive_passes_and_an_edited_one_does_not(tmp_path: Path) -> None:
+    from infra.lambdas import ArchiveMismatch, check_archives
+
+    _packaged(tmp_path, "persist", "arm64", "3.12")
+    assert check_archives(tmp_path, ["persist", "history"], "arm64", "python3.12") == ["history"]
+    (tmp_path / "persist.zip").write_bytes(b"changed")
+    with pytest.raises(ArchiveMismatch, match="changed after it was packaged"):
+        check_archives(tmp_path, ["persist"], "arm64", "python3.12")

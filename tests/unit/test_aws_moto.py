@@ -17,7 +17,8 @@ from moto.awslambda_simple.models import lambda_simple_backends
 
 from functions.aws.bridge import LambdaInvoker
 from functions.aws.events import BRIDGE_SOURCE
-from functions.aws.secrets import SECRETS_ENV, load_settings, resolve_secrets
+from functions.aws.provision import app_credentials
+from functions.aws.secrets import SECRETS_ENV, load_settings, reload_secrets, resolve_secrets
 from functions.batch import BatchResult, StreamRecord
 from functions.registry import REGISTRY
 from functions.runtime.invoke import TransientFailure
@@ -153,3 +154,36 @@ def test_a_missing_json_key_names_the_secret(aws: None) -> None:
     with pytest.raises(KeyError, match="password"):
         resolve_secrets(environ)
     assert resolve_secrets({}) == []
+
+
+def test_the_first_run_fills_the_empty_secret_and_later_runs_keep_it(aws: None) -> None:
+    secretsmanager = boto3.client("secretsmanager")
+    arn = secretsmanager.create_secret(Name="chat-test-db-app")["ARN"]
+    first = app_credentials(secretsmanager, arn, "chat_app")
+    stored = json.loads(secretsmanager.get_secret_value(SecretId=arn)["SecretString"])
+    assert stored == {"username": "chat_app", "password": first}
+    assert len(first) >= 32
+    assert app_credentials(secretsmanager, arn, "chat_app") == first
+    rotated = app_credentials(secretsmanager, arn, "chat_app", rotate=True)
+    assert rotated != first
+    assert json.loads(secretsmanager.get_secret_value(SecretId=arn)["SecretString"]) == {
+        "username": "chat_app",
+        "password": rotated,
+    }
+
+
+def test_a_rotated_secret_is_read_again(aws: None) -> None:
+    secretsmanager = boto3.client("secretsmanager")
+    arn = secretsmanager.create_secret(
+        Name="rds!db-9", SecretString=json.dumps({"username": "chat", "password": "before"})
+    )["ARN"]
+    environ = {SECRETS_ENV: json.dumps({"PGPASSWORD": f"{arn}#password"})}
+    resolve_secrets(environ, secretsmanager)
+    assert environ["PGPASSWORD"] == "before"
+    assert reload_secrets(environ, secretsmanager) is False
+    # What RDS does every 7 days: a new AWSCURRENT version of the secret.
+    secretsmanager.put_secret_value(
+        SecretId=arn, SecretString=json.dumps({"username": "chat", "password": "after"})
+    )
+    assert reload_secrets(environ, secretsmanager) is True
+    assert environ["PGPASSWORD"] == "after"
