@@ -43,7 +43,7 @@ def kafka_producer(settings: Settings, **overrides: Any) -> Producer:
         "enable.idempotence": True,
         "acks": "all",
         # Nothing on the live path waits for Kafka: batch for fewer, larger produce requests.
-        "linger.ms": 20,
+        "linger.ms": 50,
         "compression.type": "lz4",
         # librdkafka retries in order for this long (an outage); past it, the forwarder
         # produces the record again.

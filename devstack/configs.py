@@ -35,6 +35,12 @@ offsets.topic.num.partitions=8
 group.initial.rebalance.delay.ms=0
 # Topics are created by provisioning with their partition counts, never by a typo in a client.
 auto.create.topics.enable=false
+# Sized for one machine that runs everything: a handful of clients need few threads, and
+# every idle thread still wakes up on its own timers.
+num.network.threads=2
+num.io.threads=2
+background.threads=2
+num.recovery.threads.per.data.dir=1
 """
 
 
