@@ -87,7 +87,11 @@ class _Connection(psycopg.AsyncConnection[Any]):
 def postgres_pool(
     settings: Settings, *, min_size: int = 1, max_size: int = 8
 ) -> AsyncConnectionPool:
-    """An asyncio PostgreSQL pool; open it with ``await pool.open()``."""
+    """An asyncio PostgreSQL pool; open it with ``await pool.open()``.
+
+    Every statement on its connections is cancelled after ``postgres_statement_timeout_ms``:
+    no request can hold a connection (and its locks) unbounded.
+    """
     return AsyncConnectionPool(
         settings.postgres_dsn,
         min_size=min_size,
@@ -95,6 +99,7 @@ def postgres_pool(
         open=False,
         timeout=10,
         connection_class=_Connection,
+        kwargs={"options": f"-c statement_timeout={settings.postgres_statement_timeout_ms}"},
     )
 
 

@@ -1,4 +1,12 @@
-"""Wire contract v1: inbound event payloads, outbound messages, acks and error codes."""
+"""Wire contract v1: inbound event payloads, outbound messages, acks and error codes.
+
+Each field has one validator here, exactly as strict as storage: whatever it accepts, Redis,
+Kafka and PostgreSQL accept too (tests/integration/test_stores_accept.py shows it), and whatever it
+refuses raises ``ContractError`` with a stable code. Text is never normalised (no NFC/NFKC):
+it is stored as the client sent it, less surrounding whitespace, so a re-send of the same text
+deduplicates byte for byte; only values that are not Unicode scalar values (lone surrogates) or
+that storage cannot hold (NUL, other control characters) are refused.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +17,18 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-ROOM_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+# \A and \Z anchor the whole string in Python and in PostgreSQL alike; `$` would let Python
+# accept "room\n" that PostgreSQL's CHECK (migration 0007 carries this same text) refuses.
+ROOM_PATTERN = r"\A[A-Za-z0-9_.:-]{1,64}\Z"
 ROOM_RE = re.compile(ROOM_PATTERN)
-# Control characters other than tab and newlines: NUL cannot even be stored in PostgreSQL text.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+ROOM_RULE = "room must be 1..64 characters of A-Z, a-z, 0-9, _ . : -"
+# Control characters other than tab and newlines (NUL cannot even be stored in PostgreSQL text),
+# and the surrogate code points: alone they are no Unicode scalar value and have no UTF-8 form,
+# so Redis, Kafka and PostgreSQL clients could not encode them.
+_UNSTORABLE_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_MSG_ID_CHARS = 64
+MAX_USER_ID_CHARS = 128
 
 Room = Annotated[str, msgspec.Meta(pattern=ROOM_PATTERN)]
 # Bounded by Redis stream ids and PostgreSQL bigint: a larger one is bad input, not a server error.
@@ -37,6 +51,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_ROOMS = "too_many_rooms"
     INVALID_PARAMETER = "invalid_parameter"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
@@ -54,6 +69,56 @@ class ContractError(Exception):
     def ack(self) -> dict[str, Any]:
         """The error ack for this error."""
         return error_ack(self.code, self.message, **self.extra)
+
+
+def check_room(value: object) -> str:
+    """``value`` if it is a valid room name, else ``invalid_room``."""
+    if not isinstance(value, str) or ROOM_RE.fullmatch(value) is None:
+        raise ContractError(ErrorCode.INVALID_ROOM, ROOM_RULE)
+    return value
+
+
+def check_text(value: object) -> str:
+    """Message text trimmed of surrounding whitespace, else ``invalid_text``/``text_too_long``."""
+    if not isinstance(value, str):
+        raise ContractError(ErrorCode.INVALID_PAYLOAD, "text must be a string")
+    trimmed = value.strip()
+    if not trimmed:
+        raise ContractError(ErrorCode.INVALID_TEXT, "text is empty")
+    if len(trimmed) > MAX_TEXT_CHARS:
+        raise ContractError(
+            ErrorCode.TEXT_TOO_LONG, f"text is longer than {MAX_TEXT_CHARS} characters"
+        )
+    if _UNSTORABLE_RE.search(trimmed):
+        raise ContractError(
+            ErrorCode.INVALID_TEXT,
+            "text holds control characters or lone surrogates: send valid Unicode text",
+        )
+    return trimmed
+
+
+def _printable(value: object, limit: int) -> bool:
+    # isprintable() is False for control, format, separator (but ' ') and surrogate code points.
+    return isinstance(value, str) and 1 <= len(value) <= limit and value.isprintable()
+
+
+def check_client_msg_id(value: object) -> str:
+    """``value`` if it is a valid client_msg_id, else ``invalid_client_msg_id``."""
+    if not _printable(value, MAX_CLIENT_MSG_ID_CHARS):
+        raise ContractError(
+            ErrorCode.INVALID_CLIENT_MSG_ID,
+            f"client_msg_id must be 1..{MAX_CLIENT_MSG_ID_CHARS} printable characters",
+        )
+    assert isinstance(value, str)
+    return value
+
+
+def check_user_id(value: object, code: ErrorCode = ErrorCode.UNAUTHORIZED) -> str:
+    """``value`` if it is a valid user id (a token's ``sub``), else ``code``."""
+    if not _printable(value, MAX_USER_ID_CHARS):
+        raise ContractError(code, f"user id must be 1..{MAX_USER_ID_CHARS} printable characters")
+    assert isinstance(value, str)
+    return value
 
 
 def ok_ack(**fields: Any) -> dict[str, Any]:
@@ -81,22 +146,8 @@ class SendRequest(msgspec.Struct):
     client_msg_id: str
 
     def __post_init__(self) -> None:
-        trimmed = self.text.strip()
-        if not trimmed:
-            raise ContractError(ErrorCode.INVALID_TEXT, "text is empty")
-        if len(trimmed) > MAX_TEXT_CHARS:
-            raise ContractError(
-                ErrorCode.TEXT_TOO_LONG, f"text is longer than {MAX_TEXT_CHARS} characters"
-            )
-        if _CONTROL_RE.search(trimmed):
-            raise ContractError(ErrorCode.INVALID_TEXT, "text holds control characters")
-        self.text = trimmed
-        cid = self.client_msg_id
-        if not 1 <= len(cid) <= MAX_CLIENT_MSG_ID_CHARS or not cid.isprintable():
-            raise ContractError(
-                ErrorCode.INVALID_CLIENT_MSG_ID,
-                f"client_msg_id must be 1..{MAX_CLIENT_MSG_ID_CHARS} printable characters",
-            )
+        self.text = check_text(self.text)
+        check_client_msg_id(self.client_msg_id)
 
 
 class TypingRequest(msgspec.Struct):
@@ -124,10 +175,15 @@ def parse(kind: type[T], payload: Any) -> T:
         return msgspec.convert(payload, kind, strict=True)
     except ContractError:
         raise
+    except UnicodeError:
+        # msgspec encodes keys to match them to fields: a lone surrogate in one cannot be.
+        raise ContractError(
+            ErrorCode.INVALID_PAYLOAD, "payload keys must be valid Unicode text"
+        ) from None
     except msgspec.ValidationError as exc:
         detail = str(exc)
         if "$.room" in detail:
-            raise ContractError(ErrorCode.INVALID_ROOM, "room must match " + ROOM_PATTERN) from None
+            raise ContractError(ErrorCode.INVALID_ROOM, ROOM_RULE) from None
         raise ContractError(ErrorCode.INVALID_PAYLOAD, detail) from None
 
 

@@ -30,22 +30,43 @@ async def ensure_user(conn: AsyncConnection[Any], user: str) -> None:
     await conn.execute("INSERT INTO users (id) VALUES (%s) ON CONFLICT DO NOTHING", (user,))
 
 
+class NotRoomOwner(Exception):
+    """The room exists and the caller is neither its creator nor an admin."""
+
+
+# A new room is the caller's; an existing one changes only for its creator or an admin. A room
+# that began with its first message has no creator: only an admin names it. The WHERE of the
+# upsert decides under the row lock, so two callers cannot both pass a check made beforehand.
+_UPSERT = """
+INSERT INTO rooms AS r (name, display_name, created_by) VALUES (%(name)s, %(title)s, %(user)s)
+ON CONFLICT (name) DO UPDATE
+SET display_name = coalesce(excluded.display_name, r.display_name)
+WHERE r.created_by = %(user)s OR %(admin)s
+RETURNING 1
+"""
+
+
 async def create_room(
-    conn: AsyncConnection[Any], name: str, title: str | None, created_by: str
+    conn: AsyncConnection[Any],
+    name: str,
+    title: str | None,
+    created_by: str,
+    *,
+    admin: bool = False,
 ) -> Room:
-    """Create ``name`` (or set its display name when it exists); the creator becomes a member."""
+    """Create ``name``, or set its display name; the caller becomes a member.
+
+    Raises ``NotRoomOwner`` when the room exists and ``created_by`` did not create it, unless
+    ``admin``.
+    """
     title = display_name(title)
     async with conn.transaction():
         await ensure_user(conn, created_by)
-        await conn.execute(
-            """
-            INSERT INTO rooms AS r (name, display_name, created_by) VALUES (%s, %s, %s)
-            ON CONFLICT (name) DO UPDATE
-            SET display_name = coalesce(excluded.display_name, r.display_name),
-                created_by = coalesce(r.created_by, excluded.created_by)
-            """,
-            (name, title, created_by),
+        cur = await conn.execute(
+            _UPSERT, {"name": name, "title": title, "user": created_by, "admin": admin}
         )
+        if await cur.fetchone() is None:
+            raise NotRoomOwner(name)
         await add_member(conn, name, created_by)
     room = await get_room(conn, name)
     assert room is not None, "the room was created in this transaction"

@@ -39,8 +39,10 @@ class Settings:
     # A 4,000-character message of 4-byte characters, JSON-escaped, still fits.
     max_payload_bytes: int = 64 * 1024
     max_rooms_per_socket: int = 100
-    # Browser origins allowed to open sockets ("*" in dev; a comma-separated list in prod).
-    cors_origins: str = "*"
+    # Browser origins allowed to open sockets, comma-separated (https://chat.example.com). Empty
+    # (the default): none, so no page of another site can use a visitor's session. "*" is for
+    # dev only: it accepts every origin.
+    cors_origins: str = ""
     kafka_messages_partitions: int = 12
     # Rooms matching these comma-separated globs need a ``rooms`` token claim granting them.
     private_rooms: str = "private:*"
@@ -49,7 +51,16 @@ class Settings:
     presence_heartbeat_s: int = 3
     presence_ttl_s: int = 10
     # Limits held in Redis across nodes, comma-separated "<event>.<user|socket>=<per s>:<burst>".
-    rate_limits: str = "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100"
+    # "http.user" limits each caller of the HTTP functions (429 with retry_after_ms).
+    rate_limits: str = (
+        "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,http.user=50:100"
+    )
+    # HTTP function requests: bodies larger than this are refused (413) before they are read,
+    # JSON bodies nested deeper than this are refused (400).
+    http_max_body_bytes: int = 16 * 1024
+    http_max_json_depth: int = 32
+    # Every PostgreSQL statement of a pooled connection is cancelled after this long.
+    postgres_statement_timeout_ms: int = 5000
     # Messages older than this many days are deleted by the retention function; 0 keeps them all.
     retention_days: int = 0
     # Rows per retention delete: short transactions, so writers and vacuum are never held up long.
@@ -68,6 +79,23 @@ class Settings:
             raise ValueError("dedup_ttl_s and recent_log_len must be positive")
         if not 0 < 2 * self.presence_heartbeat_s < self.presence_ttl_s:
             raise ValueError("presence_ttl_s must exceed two presence heartbeats (both positive)")
+        if self.environment != "dev" and "*" in self.cors_origins:
+            raise ValueError(
+                "CHAT_CORS_ORIGINS='*' is for dev only: list the chat page's origins, "
+                "comma-separated (e.g. https://chat.example.com)"
+            )
+        if (
+            min(
+                self.http_max_body_bytes,
+                self.http_max_json_depth,
+                self.postgres_statement_timeout_ms,
+            )
+            <= 0
+        ):
+            raise ValueError(
+                "http_max_body_bytes, http_max_json_depth and "
+                "postgres_statement_timeout_ms must be positive"
+            )
         if self.retention_days < 0 or self.retention_batch <= 0:
             raise ValueError("retention_days must be >= 0 (0: keep all), retention_batch > 0")
 

@@ -91,6 +91,9 @@ defaults
 
 frontend entry
     bind 127.0.0.1:{entry_port}
+    # /metrics is for scrapers on each node's own address, never for the public entry
+    # (url_dec: "/%6detrics" reaches the same route).
+    http-request deny deny_status 404 if {{ path,url_dec -m beg /metrics }}
     default_backend gateways
 
 backend gateways

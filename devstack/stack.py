@@ -300,7 +300,13 @@ class Stack:
             "CHAT_DEV_AUTH": "true",
             "CHAT_JWT_SECRET": self.jwt_secret,
             "CHAT_HISTORY_URL": self.http_url,
+            "CHAT_CORS_ORIGINS": ",".join(self._page_origins()),
         }
+
+    def _page_origins(self) -> list[str]:
+        """Where a browser may load the chat page from: the entry and each gateway, by name too."""
+        ports = [self.ports.entry, *(self.ports.gateway(i) for i in range(1, self.gateways + 1))]
+        return [f"http://{host}:{port}" for port in ports for host in (HOST, "localhost")]
 
     def _child_env(self, name: str) -> dict[str, str]:
         return {**os.environ, **self.env(), "CHAT_NODE_ID": name, "PYTHONUNBUFFERED": "1"}
@@ -629,6 +635,9 @@ class Stack:
             "--appendfsync", "everysec",
             # The append-only file is the durable copy; periodic snapshots would only add forks.
             "--save", "",
+            # Dedup records, seq counters and recent logs carry guarantees: a full Redis must
+            # refuse writes (the sender gets an error and retries), never evict them silently.
+            "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
 
     def _prepare_postgres(self, component: Component) -> tuple[list[str], str | None]:

@@ -13,6 +13,7 @@ from chat import frames, names
 from chat.auth import Identity
 from chat.contract import Message
 from functions import deps as deps_module
+from functions.retention import cutoff_for
 from functions.web import bad, error_response, identify, int_param, json_app, readable_room
 
 MAX_LIMIT = 200
@@ -54,6 +55,12 @@ async def _recent(
         except frames.FrameError:
             # A damaged log entry must not fail the page; the stored copy answers for it.
             continue
+    days = deps_module.current().settings.retention_days
+    if days > 0:
+        # Retention trims the recent logs after deleting rows; until then, and whatever
+        # happens between, an entry older than the cutoff is never served.
+        oldest = cutoff_for(days).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        out = [m for m in out if m.ts >= oldest]
     return out
 
 

@@ -12,8 +12,15 @@ from typing import Any
 import msgspec
 from psycopg import AsyncConnection
 
-from chat.auth import MAX_USER_ID_CHARS
-from chat.contract import ROOM_RE
+from chat.contract import (
+    MAX_SEQ,
+    ContractError,
+    ErrorCode,
+    check_client_msg_id,
+    check_room,
+    check_text,
+    check_user_id,
+)
 from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
 
@@ -116,20 +123,20 @@ class _Row:
 
 
 def _check(message: _Stored) -> None:
-    """Raise ValueError naming what makes ``message`` unstorable."""
-    if not 1 <= message.seq < 2**63:
+    """Raise ValueError naming what makes ``message`` unstorable: the edge's own validators."""
+    if not 1 <= message.seq <= MAX_SEQ:
         raise ValueError(f"seq {message.seq} out of range")
-    if not ROOM_RE.match(message.room):
-        raise ValueError(f"bad room {message.room!r}")
-    if not 1 <= len(message.sender) <= MAX_USER_ID_CHARS or not message.sender.isprintable():
-        raise ValueError("bad sender")
     if message.ts.tzinfo is None:
         raise ValueError("ts has no time zone")
-    for value in (message.text, message.client_msg_id):
-        if "\x00" in value:
-            raise ValueError("NUL character")
-        # A lone surrogate (a JSON escape can carry one) has no UTF-8 form.
-        value.encode()
+    try:
+        check_room(message.room)
+        check_user_id(message.sender, ErrorCode.INVALID_PAYLOAD)
+        check_client_msg_id(message.client_msg_id)
+        # Stored text is the trimmed text the edge accepted: checking must not change it.
+        if check_text(message.text) != message.text:
+            raise ValueError("text is not trimmed")
+    except ContractError as exc:
+        raise ValueError(f"{exc.code}: {exc.message}") from None
 
 
 def _decode_batch(batch: Sequence[KafkaRecord], result: BatchResult) -> list[_Row]:

@@ -1,14 +1,20 @@
-"""The retention function: delete messages older than CHAT_RETENTION_DAYS, in short batches."""
+"""The retention function: delete messages older than CHAT_RETENTION_DAYS, in short batches.
+
+The rooms' recent logs in Redis are trimmed past the deleted messages too, so history (which
+merges the recent log into its pages) never serves a message that retention removed.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
+from chat import names
 from functions.deps import Deps
 
 log = logging.getLogger("functions.retention")
@@ -26,6 +32,7 @@ DELETE FROM messages WHERE id IN (
     SELECT id FROM messages WHERE created_at >= %s AND created_at < %s
     LIMIT %s FOR UPDATE SKIP LOCKED
 )
+RETURNING room, seq
 """
 # Activity rows of the removed days: the messages are gone, so are the figures about them.
 # (Room counters follow the deleted rows through the analytics trigger.)
@@ -40,6 +47,8 @@ class Purge:
     cutoff: datetime
     messages: int
     finished: bool
+    # room -> the highest seq deleted there (its recent log is trimmed up to it)
+    newest: dict[str, int] = field(default_factory=dict)
 
 
 def cutoff_for(days: int, now: datetime | None = None) -> datetime:
@@ -52,26 +61,68 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+async def trim_recent_logs(redis: aioredis.Redis, newest: dict[str, int]) -> None:
+    """Drop from each room's recent log every entry up to the newest deleted seq."""
+    if not newest:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for room, seq in sorted(newest.items()):
+            # Entry ids are "<seq>-0": MINID keeps seq+1 and later, exactly (not approximately).
+            pipe.xtrim(names.recent_log_key(room), minid=f"{seq + 1}-0", approximate=False)
+        await pipe.execute()
+
+
 async def _delete_slice(
-    pool: AsyncConnectionPool, low: datetime, high: datetime, batch: int, deadline: float
+    pool: AsyncConnectionPool,
+    low: datetime,
+    high: datetime,
+    batch: int,
+    deadline: float,
+    newest: dict[str, int],
 ) -> tuple[int, bool]:
     """Delete messages in [low, high) batch by batch; (count, whether the slice is empty)."""
     deleted = 0
     while time.monotonic() < deadline:
         async with pool.connection() as conn:
             cur = await conn.execute(_DELETE_BATCH, (low, high, batch))
-            count = cur.rowcount
-        deleted += count
-        if count < batch:
+            rows = await cur.fetchall()
+        for room, seq in rows:
+            if seq > newest.get(room, 0):
+                newest[room] = seq
+        deleted += len(rows)
+        if len(rows) < batch:
             return deleted, True
     return deleted, False
 
 
 async def purge(
-    pool: AsyncConnectionPool, cutoff: datetime, batch: int, budget_s: float = BUDGET_S
+    pool: AsyncConnectionPool,
+    cutoff: datetime,
+    batch: int,
+    budget_s: float = BUDGET_S,
+    redis: aioredis.Redis | None = None,
 ) -> Purge:
-    """Delete messages created before ``cutoff``, oldest day first, ``batch`` rows a commit."""
+    """Delete messages created before ``cutoff``, oldest day first, ``batch`` rows a commit.
+
+    With ``redis``, the rooms' recent logs are trimmed past what was deleted as well.
+    """
     deadline = time.monotonic() + budget_s
+    newest: dict[str, int] = {}
+    try:
+        return await _purge(pool, cutoff, batch, deadline, newest)
+    finally:
+        # Also after a failure midway: what was deleted must not live on in the recent logs.
+        if redis is not None:
+            await trim_recent_logs(redis, newest)
+
+
+async def _purge(
+    pool: AsyncConnectionPool,
+    cutoff: datetime,
+    batch: int,
+    deadline: float,
+    newest: dict[str, int],
+) -> Purge:
     deleted = 0
     while True:
         async with pool.connection() as conn:
@@ -82,21 +133,21 @@ async def purge(
             break
         low = _midnight(oldest)
         count, done = await _delete_slice(
-            pool, low, min(low + timedelta(days=1), cutoff), batch, deadline
+            pool, low, min(low + timedelta(days=1), cutoff), batch, deadline, newest
         )
         deleted += count
         if not done:
-            return Purge(cutoff, deleted, finished=False)
+            return Purge(cutoff, deleted, finished=False, newest=newest)
         if count == 0:
             # The rollup names a day without messages: it is out of step, sweep by time below.
             break
     # A final sweep of the whole range catches rows the rollup did not know of.
-    count, done = await _delete_slice(pool, _EPOCH, cutoff, batch, deadline)
+    count, done = await _delete_slice(pool, _EPOCH, cutoff, batch, deadline, newest)
     deleted += count
     if done:
         async with pool.connection() as conn:
             await conn.execute(_DELETE_ACTIVITY, (cutoff.date(),))
-    return Purge(cutoff, deleted, finished=done)
+    return Purge(cutoff, deleted, finished=done, newest=newest)
 
 
 async def run(deps: Deps) -> None:
@@ -105,7 +156,7 @@ async def run(deps: Deps) -> None:
     if settings.retention_days <= 0:
         return
     cutoff = cutoff_for(settings.retention_days)
-    result = await purge(await deps.pool(), cutoff, settings.retention_batch)
+    result = await purge(await deps.pool(), cutoff, settings.retention_batch, redis=deps.redis)
     log.info(
         "retention removed %d messages before %s%s",
         result.messages,

@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import json
-
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chat.contract import ContractError, ErrorCode
-from chat.rooms import create_room, get_room
+from chat.rooms import NotRoomOwner, create_room, get_room
 from chat.users import MAX_DISPLAY_NAME_CHARS
 from functions import deps as deps_module
-from functions.web import bad, identify, json_app, readable_room
-
-MAX_BODY_BYTES = 4096
+from functions.web import bad, identify, json_app, read_json, readable_room
 
 
 async def put_room(request: Request) -> Response:
-    """PUT /rooms/{room} {"display_name": str}: create the room, or rename it; caller joins."""
+    """PUT /rooms/{room} {"display_name": str}: create the room, or rename it; caller joins.
+
+    Renaming is for the room's creator, or a caller whose token has ``"admin": true``.
+    """
     identity = await identify(request)
     room = readable_room(request, identity)
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise bad(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        payload = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ContractError(ErrorCode.INVALID_PAYLOAD, "the body must be JSON") from None
-    title = payload.get("display_name") if isinstance(payload, dict) else None
+    payload = await read_json(request)
+    if not isinstance(payload, dict):
+        raise ContractError(ErrorCode.INVALID_PAYLOAD, "the body must be a JSON object")
+    title = payload.get("display_name")
     if title is not None and (
         not isinstance(title, str)
         or not 1 <= len(title.strip()) <= MAX_DISPLAY_NAME_CHARS
@@ -36,8 +31,14 @@ async def put_room(request: Request) -> Response:
     ):
         raise bad(f"display_name must be 1..{MAX_DISPLAY_NAME_CHARS} printable characters")
     pool = await deps_module.current().pool()
-    async with pool.connection() as conn:
-        created = await create_room(conn, room, title, identity.user)
+    try:
+        async with pool.connection() as conn:
+            created = await create_room(conn, room, title, identity.user, admin=identity.admin)
+    except NotRoomOwner:
+        raise ContractError(
+            ErrorCode.FORBIDDEN,
+            f"room {room!r} belongs to its creator: only they or an admin may change it",
+        ) from None
     return JSONResponse(msgspec.to_builtins(created))
 
 

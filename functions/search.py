@@ -38,6 +38,9 @@ ORDER BY rank DESC, seq DESC
 LIMIT %(limit)s
 """
 _CURSOR = struct.Struct(">fq")
+# querytree() is the part of a query an index can answer; "T" means none: a query made only of
+# exclusions (-word, or "a or -b") would rank every message of the room. Those are refused.
+_INDEXABLE = f"SELECT querytree(websearch_to_tsquery('{TEXT_SEARCH_CONFIG}', %s))"
 
 
 def encode_cursor(rank: float, seq: int) -> str:
@@ -88,6 +91,9 @@ async def search(request: Request) -> Response:
     after_rank, after_seq = decode_cursor(raw_cursor) if raw_cursor else (None, None)
     pool = await deps_module.current().pool()
     async with pool.connection() as conn:
+        tree = await (await conn.execute(_INDEXABLE, (q,))).fetchone()
+        if tree is not None and tree[0] == "T":
+            raise bad("q must name a word to find: exclusions (-word) alone match everything")
         cur = await conn.execute(
             _SEARCH,
             {

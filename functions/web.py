@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
@@ -15,11 +18,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chat.auth import Identity, authenticate_http, authorize_room
-from chat.contract import ROOM_RE, ContractError, ErrorCode
+from chat.contract import ContractError, ErrorCode, check_room
+from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.users import RecordedUsers, record_user
 from functions import deps as deps_module
+from functions.deps import Deps
 
 log = logging.getLogger("functions.web")
 
@@ -28,6 +34,7 @@ _STATUS = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
 }
@@ -39,16 +46,96 @@ _UNAVAILABLE = (
     redis.exceptions.TimeoutError,
 )
 _recorded = RecordedUsers()
+_limiters: weakref.WeakKeyDictionary[Deps, RateLimiter] = weakref.WeakKeyDictionary()
+# The rate-limit event of every HTTP function call ("http.user" in CHAT_RATE_LIMITS).
+HTTP_EVENT = "http"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def error_response(code: ErrorCode, message: str, status: int | None = None) -> JSONResponse:
-    """The JSON error body every HTTP surface answers with."""
+def error_response(
+    code: ErrorCode, message: str, status: int | None = None, **extra: Any
+) -> JSONResponse:
+    """The JSON error body every HTTP surface answers with; ``extra`` sits beside ``error``."""
+    headers = {}
+    retry_ms = extra.get("retry_after_ms")
+    if isinstance(retry_ms, int):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_ms / 1000)))
     return JSONResponse(
-        {"error": {"code": str(code), "message": message}},
+        {"error": {"code": str(code), "message": message}, **extra},
         status_code=status or _STATUS.get(code, 400),
+        headers=headers,
     )
+
+
+def too_large(limit: int) -> ContractError:
+    """A ``payload_too_large`` error (413)."""
+    return ContractError(
+        ErrorCode.PAYLOAD_TOO_LARGE, f"the body is larger than {limit} bytes: send less"
+    )
+
+
+def _declared_length(headers: Any) -> int | None:
+    raw = headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise bad("Content-Length must be a number of bytes")
+    return int(raw)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused (413) past ``http_max_body_bytes`` before it is all read."""
+    limit = deps_module.current().settings.http_max_body_bytes
+    declared = _declared_length(request.headers)
+    if declared is not None and declared > limit:
+        raise too_large(limit)
+    # A chunked body has no length to check up front: count while it streams.
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large(limit)
+    return bytes(body)
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply the arrays and objects of a JSON text nest (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+async def read_json(request: Request) -> Any:
+    """The JSON body (``{}`` when empty): bounded in size and depth, else a 4xx."""
+    body = await read_body(request)
+    if not body.strip():
+        return {}
+    # json.loads recurses once per level: a deep enough body would overflow the stack.
+    max_depth = deps_module.current().settings.http_max_json_depth
+    if json_depth(body) > max_depth:
+        raise ContractError(
+            ErrorCode.INVALID_PAYLOAD, f"the JSON body nests deeper than {max_depth} levels"
+        )
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ContractError(ErrorCode.INVALID_PAYLOAD, "the body must be JSON") from None
 
 
 def bad(message: str) -> ContractError:
@@ -73,25 +160,30 @@ def int_param(
     return value
 
 
+# No message predates the epoch; a bound this far from date.min keeps window arithmetic
+# (until minus a default span) from overflowing.
+MIN_DATE = date(1970, 1, 1)
+
+
 def date_param(request: Request, name: str, default: date) -> date:
-    """The ISO date (YYYY-MM-DD) query parameter ``name``, ``default`` when absent."""
+    """The ISO date (YYYY-MM-DD, 1970 on) query parameter ``name``, ``default`` when absent."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
     try:
-        if len(raw) != 10:
+        if len(raw) != 10 or not raw.isascii():
             raise ValueError(raw)
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError:
         raise bad(f"{name} must be a date, YYYY-MM-DD") from None
+    if value < MIN_DATE:
+        raise bad(f"{name} must be {MIN_DATE.isoformat()} or later")
+    return value
 
 
 def room_param(request: Request) -> str:
     """The ``{room}`` path parameter, validated."""
-    room: str = request.path_params["room"]
-    if not ROOM_RE.match(room):
-        raise ContractError(ErrorCode.INVALID_ROOM, "room must match " + ROOM_RE.pattern)
-    return room
+    return check_room(request.path_params["room"])
 
 
 def readable_room(request: Request, identity: Identity) -> str:
@@ -101,10 +193,21 @@ def readable_room(request: Request, identity: Identity) -> str:
     return room
 
 
+def _limiter(deps: Deps) -> RateLimiter:
+    limiter = _limiters.get(deps)
+    if limiter is None:
+        limiter = _limiters[deps] = RateLimiter(deps.redis, parse_limits(deps.settings.rate_limits))
+    return limiter
+
+
 async def identify(request: Request) -> Identity:
-    """Authenticate the request; record the user and their display name on first sight."""
+    """Authenticate and rate-limit the caller; record the user and display name on first sight."""
     deps = deps_module.current()
     identity = authenticate_http(request.headers, deps.settings)
+    limiter = _limiter(deps)
+    if limiter.limits_for(HTTP_EVENT):
+        wait = await limiter.retry_after_ms(HTTP_EVENT, identity.user, "")
+        raise_if_limited("HTTP", wait)
     if not _recorded.known(identity):
         pool = await deps.pool()
         async with pool.connection() as conn:
@@ -120,7 +223,12 @@ def endpoint(handler: Endpoint) -> Endpoint:
         try:
             return await handler(request)
         except ContractError as exc:
-            return error_response(exc.code, exc.message)
+            return error_response(exc.code, exc.message, **exc.extra)
+        except psycopg.errors.QueryCanceled:
+            log.warning("statement timeout", extra={"path": request.url.path})
+            return error_response(
+                ErrorCode.UNAVAILABLE, "the query took too long; narrow it or retry later"
+            )
         except _UNAVAILABLE as exc:
             log.warning("dependency unavailable: %s", exc, extra={"path": request.url.path})
             return error_response(ErrorCode.UNAVAILABLE, "a dependency is unavailable, retry")
@@ -149,14 +257,40 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return error_response(code, str(exc.detail), exc.status_code)
 
 
-def json_app(routes: list[tuple[str, Endpoint, list[str]]]) -> Starlette:
+class BodyLimit:
+    """Refuse a declared body over ``http_max_body_bytes`` (413) before any route runs.
+
+    Routes that read a body also count it as it streams (``read_body``): a chunked request
+    declares no length.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limit = deps_module.current().settings.http_max_body_bytes
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            try:
+                declared = _declared_length(headers)
+                if declared is not None and declared > limit:
+                    raise too_large(limit)
+            except ContractError as exc:
+                await error_response(exc.code, exc.message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def json_app(routes: list[tuple[str, Endpoint, list[str]]]) -> ASGIApp:
     """An ASGI app serving ``(path, endpoint, methods)`` routes and ``GET /healthz``."""
-    return Starlette(
-        routes=[
-            *(Route(path, endpoint(fn), methods=methods) for path, fn, methods in routes),
-            Route("/healthz", healthz, methods=["GET"]),
-        ],
-        exception_handlers={HTTPException: _http_error},
+    return BodyLimit(
+        Starlette(
+            routes=[
+                *(Route(path, endpoint(fn), methods=methods) for path, fn, methods in routes),
+                Route("/healthz", healthz, methods=["GET"]),
+            ],
+            exception_handlers={HTTPException: _http_error},
+        )
     )
 
 

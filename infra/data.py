@@ -34,6 +34,19 @@ class Cache(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         subnets = aws.elasticache.SubnetGroup(name, subnet_ids=list(args.subnet_ids), opts=child)
         failover = args.replicas > 0
+        # Dedup records, seq counters and recent logs carry guarantees: ElastiCache's default
+        # policy (volatile-lru) may evict keys with a TTL, such as a dedup record, which would
+        # let a retried send become a second message. A full cache refuses writes instead.
+        params = aws.elasticache.ParameterGroup(
+            name,
+            family=f"redis{args.engine_version.split('.')[0]}",
+            parameters=[
+                aws.elasticache.ParameterGroupParameterArgs(
+                    name="maxmemory-policy", value="noeviction"
+                )
+            ],
+            opts=child,
+        )
         self.group = aws.elasticache.ReplicationGroup(
             name,
             description=f"{name}: streams, recent logs, fan-out",
@@ -50,6 +63,7 @@ class Cache(pulumi.ComponentResource):
             at_rest_encryption_enabled=True,
             auth_token=args.auth_token,
             snapshot_retention_limit=3,
+            parameter_group_name=params.name,
             opts=child,
         )
         # The URL carries the token, so it is a secret and only ever travels as one.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
-from chat.contract import ROOM_RE, ErrorCode
+from chat.contract import ROOM_RE, ROOM_RULE, ErrorCode
 from chat.settings import Settings
 
 log = logging.getLogger("realtime.web")
@@ -38,6 +40,24 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+
+class _PageFiles(StaticFiles):
+    """Static files; an HTML one (``/static/index.html`` is the page too) gets the page's CSP."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        if response.media_type == "text/html" or str(full_path).endswith((".html", ".htm")):
+            response.headers.update(_PAGE_HEADERS)
+        else:
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def _error(code: ErrorCode, message: str, status: int) -> JSONResponse:
@@ -81,8 +101,8 @@ def web_routes(
         # Same-origin proxy to the history function: the page needs no CORS, and an ALB that
         # routes this path straight to the function in production serves the same page unchanged.
         room = request.path_params["room"]
-        if not ROOM_RE.match(room):
-            return _error(ErrorCode.INVALID_ROOM, "room must match " + ROOM_RE.pattern, 400)
+        if ROOM_RE.fullmatch(room) is None:
+            return _error(ErrorCode.INVALID_ROOM, ROOM_RULE, 400)
         if not history_url:
             return _error(ErrorCode.UNAVAILABLE, "no history URL configured", 503)
         headers = {h: v for h in _FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
@@ -106,5 +126,5 @@ def web_routes(
         Route("/config.json", config, methods=["GET"]),
         Route("/vendor/{name}", vendor_file, methods=["GET"]),
         Route("/rooms/{room}/messages", history, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=static_dir), name="static"),
+        Mount("/static", app=_PageFiles(directory=static_dir), name="static"),
     ]

@@ -1,4 +1,4 @@
-"""One ASGI app per host: every HTTP-triggered function's routes, plus /healthz and /metrics."""
+"""One ASGI app per host: every HTTP function's routes, /healthz, /openapi.json and /metrics."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 from functions.deps import Deps
+from functions.openapi import build_spec
 from functions.registry import Function
 from functions.triggers import HttpRoute
 
@@ -39,6 +40,12 @@ def build_app(functions: Sequence[Function], deps: Deps) -> Starlette:
             status_code=200 if healthy else 503,
         )
 
+    spec = build_spec(functions)
+
+    async def openapi(_: Request) -> JSONResponse:
+        return JSONResponse(spec)
+
     routes.append(Route("/healthz", healthz, methods=["GET"]))
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     routes.append(Mount("/metrics", app=make_asgi_app()))
     return Starlette(routes=routes)

@@ -207,6 +207,15 @@ def test_data_stores_are_unreachable_from_the_internet(deployed: Deployed) -> No
     assert not data_routes.inputs.get("routes"), "the data tier has no route out"
 
 
+def test_redis_never_evicts_the_keys_that_carry_guarantees(deployed: Deployed) -> None:
+    params = deployed.named("aws:elasticache/parameterGroup:ParameterGroup", "chat-test-redis")
+    assert params.inputs["family"] == "redis7"
+    policy = {p["name"]: p["value"] for p in params.inputs["parameters"]}
+    assert policy == {"maxmemory-policy": "noeviction"}
+    redis = deployed.named("aws:elasticache/replicationGroup:ReplicationGroup", "chat-test-redis")
+    assert redis.inputs["parameterGroupName"] == params.inputs.get("name", "chat-test-redis")
+
+
 def test_no_secret_in_plain_inputs(deployed: Deployed) -> None:
     allowed = {
         ("aws:secretsmanager/secretVersion:SecretVersion", "chat-test-jwt"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def _compose_binary() -> str:
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     """``docker compose config`` of compose.yaml, as JSON."""
+    # The defaults, whatever this shell exports.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_") and k != "PUBLISH_HOST"}
     done = subprocess.run(
         [_compose_binary(), "-f", str(REPO / "compose.yaml"), "config", "--format", "json"],
         capture_output=True,
@@ -38,6 +41,7 @@ def compose() -> dict[str, Any]:
         timeout=30,
         cwd=REPO,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = json.loads(done.stdout)
@@ -106,3 +110,23 @@ def test_provisioning_is_retried_and_bounded(compose: dict[str, Any]) -> None:
             assert service["depends_on"]["provision"]["condition"] == (
                 "service_completed_successfully"
             ), name
+
+
+def test_defaults_are_safe(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if "CHAT_DEV_AUTH" in env:
+            assert env["CHAT_DEV_AUTH"] == "false", f"{name}: dev auth must be asked for"
+            # No public fallback secret: without one, gateways refuse to start and say why.
+            assert not env.get("CHAT_JWT_SECRET"), f"{name} has a default JWT secret"
+            assert "*" not in env["CHAT_CORS_ORIGINS"]
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+    assert services["lb"]["ports"] and services["functions-1"]["ports"]
+    assert "noeviction" in services["redis"]["command"]
+
+
+def test_the_public_entry_never_serves_metrics() -> None:
+    config = (REPO / "deploy" / "haproxy.cfg").read_text()
+    assert "deny deny_status 404 if { path,url_dec -m beg /metrics }" in config

@@ -43,6 +43,20 @@ async def test_page_is_served_with_a_strict_content_security_policy() -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
+@pytest.mark.parametrize("path", ["/", "/static/index.html"])
+async def test_every_html_path_carries_the_policy_and_refuses_framing(path: str) -> None:
+    response = await get(path)
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_assets_are_never_sniffed_as_another_type() -> None:
+    response = await get("/static/app.js")
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
 async def test_config_tells_the_page_whether_dev_names_are_accepted() -> None:
     response = await get("/config.json")
     assert response.json() == {"dev_auth": True}
