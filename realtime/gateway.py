@@ -56,6 +56,19 @@ class Connection:
     expires_at: float | None = None
 
 
+def socket_origins(setting: str) -> tuple[str | list[str] | None, bool]:
+    """Engine.IO's allowed origins and whether to allow credentials, from CHAT_CORS_ORIGINS.
+
+    Empty: the page's own origin only (Engine.IO compares Origin with Host and the forwarded
+    host). ``*`` (dev only): any origin, never with credentials. Else the listed origins.
+    """
+    value = setting.strip()
+    if value == "*":
+        return "*", False
+    listed = [o.strip() for o in value.split(",") if o.strip()]
+    return (listed or None), True
+
+
 class Gateway:
     """Owns the Socket.IO server of this node and the state of its sockets."""
 
@@ -68,13 +81,12 @@ class Gateway:
         # Sockets and Socket.IO rooms are this node's alone; rooms reach other nodes through
         # their sharded channels (RoomFanout), not through a Socket.IO message queue.
         self.manager = socketio.AsyncManager()
-        origins: str | list[str] = (
-            "*" if settings.cors_origins.strip() == "*" else settings.cors_origins.split(",")
-        )
+        origins, credentials = socket_origins(settings.cors_origins)
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=self.manager,
             cors_allowed_origins=origins,
+            cors_credentials=credentials,
             max_http_buffer_size=settings.max_payload_bytes,
             ping_interval=20,
             ping_timeout=20,

@@ -12,12 +12,14 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chat import frames
 from chat.auth import Identity
 from chat.clients import kafka_connection
 from chat.contract import (
     ROOM_PATTERN,
     ContractError,
     ErrorCode,
+    Message,
     SendRequest,
     check_user_id,
     parse,
@@ -41,8 +43,8 @@ send_like = st.fixed_dictionaries(
         "client_msg_id": st.one_of(any_text, st.text(min_size=1, max_size=64)),
     }
 )
-# Redis runs the message function's script, which builds the message with cjson.
-_CJSON_ROUND_TRIP = "return cjson.encode({text = ARGV[1], cid = ARGV[2], room = ARGV[3]})"
+# Redis runs the message function's script, which splices the seq into the message's JSON.
+_SEQUENCED = frames.MESSAGE_LUA + "return message_json(ARGV[1], 1, ARGV[2])"
 TOPIC = "test.validation"
 
 
@@ -103,11 +105,18 @@ async def _redis_accepts(deps: Deps, request: SendRequest, sender: str) -> None:
     ((_, stored),) = await deps.redis.xrange(stream, entry, entry)
     await deps.redis.delete(stream)
     assert stored == {**fields, "sender": sender}
-    encoded: Any = await deps.redis.eval(
-        _CJSON_ROUND_TRIP, 0, request.text, request.client_msg_id, request.room
+    sequenced = Message(
+        id=str(uuid.uuid4()),
+        room=request.room,
+        seq=1,
+        sender=sender,
+        text=request.text,
+        client_msg_id=request.client_msg_id,
+        ts="2026-12-01T00:00:00.000Z",
     )
-    decoded = msgspec.json.decode(encoded)
-    assert decoded == {"text": request.text, "cid": request.client_msg_id, "room": request.room}
+    head, tail = frames.message_template(sequenced)
+    encoded: Any = await deps.redis.eval(_SEQUENCED, 0, head, tail)
+    assert frames.decode_message(encoded) == sequenced
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

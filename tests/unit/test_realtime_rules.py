@@ -12,6 +12,7 @@ from chat.presence import member, parse_member, snapshot
 from chat.ratelimit import Limit, parse_limits
 from chat.settings import Settings
 from realtime.fanout import accepted_at
+from realtime.gateway import socket_origins
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +107,12 @@ def test_acceptance_time_of_a_message_is_read_from_its_ts() -> None:
 def test_settings_refuse_a_presence_ttl_within_two_heartbeats() -> None:
     with pytest.raises(ValueError, match="presence_ttl_s"):
         Settings(presence_heartbeat_s=5, presence_ttl_s=10)
+
+
+def test_socket_origins_default_to_the_pages_own_and_never_reflect_any_with_credentials() -> None:
+    assert socket_origins("") == (None, True)
+    assert socket_origins(" https://a.example , https://b.example ") == (
+        ["https://a.example", "https://b.example"],
+        True,
+    )
+    assert socket_origins("*") == ("*", False)
