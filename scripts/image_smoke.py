@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import secrets
 import shutil
 import signal
@@ -434,20 +435,24 @@ def smoke(image: str, label: str) -> None:
     report_size(image)
 
 
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs|ns)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
 def _seconds(duration: str) -> float:
-    """A compose duration as docker compose config prints it ("1m30s", "25s")."""
-    total, number = 0.0, ""
-    for char in duration:
-        if char.isdigit() or char == ".":
-            number += char
-        else:
-            total += float(number) * {"h": 3600, "m": 60, "s": 1}[char]
-            number = ""
-    return total
+    """A compose duration as ``docker compose config`` prints it (Go's form: "1m30s", "500ms")."""
+    parts = _DURATION.findall(duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise SmokeError(f"unreadable stop_grace_period {duration!r} in compose.yaml")
+    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # One signal stops the run; more must not cut the cleanup short.
+    for sig in _SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
@@ -458,13 +463,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True)
     parser.add_argument("--label", required=True, help="KEY=VALUE put on every container")
     args = parser.parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in _SIGNALS:
         signal.signal(sig, _interrupt)
     try:
         smoke(args.image, args.label)
     except (SmokeError, StackError) as error:
         print(f"image-smoke: FAILED: {error}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("image-smoke: interrupted; what it started is stopped and removed", flush=True)
+        return 130
     say("passed")
     return 0
 
