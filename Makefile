@@ -7,10 +7,11 @@ FUNCTION_HOSTS ?= 1
 ARGS ?=
 STACK := $(PYTHON) -m devstack
 STACK_ARGS = --gateways $(GATEWAYS) --function-hosts $(FUNCTION_HOSTS)
-MYPY_TARGETS ?= $(wildcard chat devstack functions realtime infra bench)
+MYPY_TARGETS ?= $(wildcard chat devstack functions realtime infra bench scripts/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap dev dev-start dev-stop dev-status test lint lock bench up down deploy destroy smoke
+.PHONY: help bootstrap dev dev-start dev-stop dev-status test test-image lint lock bench up down \
+	deploy destroy smoke
 
 help: ## list the verbs
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +33,9 @@ dev-status: ## show what of the local stack runs
 
 test: bootstrap ## run the whole test suite; it starts the services it needs
 	@$(PYTHON) -m pytest $(ARGS)
+
+test-image: bootstrap ## build the Dockerfile's image and run its containers (podman, as root)
+	@scripts/test-image.sh
 
 lint: ## ruff, mypy, and actionlint + zizmor on the GitHub workflow
 	$(PYTHON) -m ruff check .
