@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -11,9 +12,10 @@ import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+import websockets
 from realtime_client import Client, unique_room, until
 
-from chat import names
+from chat import frames, names
 from devstack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -187,3 +189,49 @@ async def _stored_count(stack: Stack, room: str) -> int:
         cur = await conn.execute("SELECT count(*) FROM messages WHERE room = %s", (room,))
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def _raw_frames(url: str, user: str, room: str, count: int) -> list[str]:
+    """A bare WebSocket speaking Engine.IO v4 / Socket.IO v5: join, then the next text frames."""
+    host = url.split("//", 1)[1]
+    async with websockets.connect(
+        f"ws://{host}/socket.io/?EIO=4&transport=websocket", compression=None
+    ) as ws:
+        assert str(await ws.recv()).startswith("0")
+        await ws.send("40" + json.dumps({"user": user}))
+        assert str(await ws.recv()).startswith("40")
+        await ws.send("421" + json.dumps(["join", {"room": room}]))
+        got: list[str] = []
+        async with asyncio.timeout(20):
+            while len(got) < count:
+                frame = str(await ws.recv())
+                if frame == "2":
+                    await ws.send("3")
+                elif frame.startswith('42["message"'):
+                    got.append(frame)
+        return got
+
+
+async def test_a_member_receives_the_pinned_socketio_frame_of_each_message(
+    full_stack: Stack, clients: list[Client], redis: aioredis.Redis
+) -> None:
+    urls = full_stack.endpoints()["ws_urls"]
+    room = unique_room("wire")
+    sender = Client("ann")
+    clients.append(sender)
+    await sender.connect(urls[0])
+    assert (await sender.call("join", {"room": room}))["ok"] is True
+    # GIVEN a bare WebSocket member on the other node
+    listening = asyncio.create_task(_raw_frames(urls[1], "bob", room, 2))
+    await _eventually_carried_by(redis, room, 2)
+    # WHEN two messages are sent
+    await _send_all(sender, room, ["one", 'two "quoted" ünï'], {})
+    frames_seen = await listening
+    # THEN each arrives as exactly one Engine.IO MESSAGE of a Socket.IO EVENT whose argument is
+    # the message's JSON as the recent log holds it, byte for byte
+    logged = await redis.xrange(names.recent_log_key(room))
+    assert frames_seen == [
+        "4" + frames.event_packet("message", fields[frames.LOG_FIELD]) for _, fields in logged
+    ]
+    # AND a python-socketio client decodes the same frames into the contract's message
+    assert [m["text"] for m in sender.got("message", room)] == ["one", 'two "quoted" ünï']
