@@ -54,7 +54,6 @@ import httpx
 from bench.bare_socketio import bare_pair
 from bench.realtime import raise_fd_limit, say, ws_url
 from bench.stack import private_stack
-from devstack.process import group_members
 from devstack.stack import Stack
 
 # Generous enough that no send of the scenario is ever refused; the run says it raised them.
@@ -63,6 +62,8 @@ RAISED_LIMITS = (
 )
 MAX_RATE = 50_000
 MAX_CLIENTS = 2_000
+# Longer than the stack gives a broker to start (120 s): the outage phase's sending bound.
+_KAFKA_START_S = 130
 _TICK = os.sysconf("SC_CLK_TCK")
 
 _TEXT = re.compile(rb'"text":\s*"([^"]*)"')
@@ -243,8 +244,11 @@ class Tally:
 class Generator:
     """The clients of one process, their send pacing and what they receive."""
 
-    def __init__(self, spec: dict[str, Any], pipe: Connection) -> None:
+    def __init__(self, spec: dict[str, Any], inbox: Connection, pipe: Connection) -> None:
         self.spec = spec
+        # Commands come on their own pipe: watching it makes its descriptor non-blocking, and
+        # a report of megabytes must go out on a blocking one.
+        self.inbox = inbox
         self.pipe = pipe
         parts = urlsplit(spec["url"])
         self.netloc = parts.netloc
@@ -256,6 +260,8 @@ class Generator:
         # sender index (as in the text) -> the node its client is on
         self.node_of: dict[bytes, int] = {}
         self.commands: asyncio.Queue[Any] = asyncio.Queue()
+        # the phase whose sending the parent ended early
+        self.stopped = 0
 
     # receiving
 
@@ -346,7 +352,7 @@ class Generator:
         await asyncio.sleep(max(0.0, begin - time.monotonic()))
         progress_at = begin + 1
         i = 0
-        while (elapsed := time.monotonic() - begin) < duration:
+        while (elapsed := time.monotonic() - begin) < duration and self.stopped != phase:
             due = int(rate * elapsed) if senders else 0
             while i < due:
                 client = senders[i % len(senders)]
@@ -407,7 +413,7 @@ class Generator:
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.pipe.fileno(), lambda: self.commands.put_nowait(self.pipe.recv()))
+        loop.add_reader(self.inbox.fileno(), lambda: self.commands.put_nowait(self.inbox.recv()))
         opened, failures = await self.open_all()
         self.pipe.send(("ready", opened, failures))
         running: asyncio.Task[None] | None = None
@@ -416,6 +422,10 @@ class Generator:
             if command[0] == "run":
                 _, phase, rate, start_at, duration = command
                 running = asyncio.create_task(self.run_phase(phase, rate, start_at, duration))
+            elif command[0] == "stop":
+                self.stopped = command[1]
+            elif command[0] == "late":
+                self.pipe.send(("late", self.late))
             elif command[0] == "end":
                 await self.commands.put(command)
                 if running is not None:
@@ -434,7 +444,7 @@ def _own_cpu() -> float:
     return times.user + times.system
 
 
-def _generator_process(spec: dict[str, Any], pipe: Connection) -> None:
+def _generator_process(spec: dict[str, Any], inbox: Connection, pipe: Connection) -> None:
     raise_fd_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it
     try:
@@ -444,25 +454,79 @@ def _generator_process(spec: dict[str, Any], pipe: Connection) -> None:
     except ImportError:
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_generator_main(spec, pipe))
+        runner.run(_generator_main(spec, inbox, pipe))
 
 
-async def _generator_main(spec: dict[str, Any], pipe: Connection) -> None:
-    await Generator(spec, pipe).main()
+async def _generator_main(spec: dict[str, Any], inbox: Connection, pipe: Connection) -> None:
+    await Generator(spec, inbox, pipe).main()
+
+
+class Channel:
+    """The parent's side of a generator: commands out on one pipe, reports in on another."""
+
+    def __init__(self, commands: Connection, reports: Connection) -> None:
+        self.commands, self.reports = commands, reports
+
+    def send(self, message: Any) -> None:
+        self.commands.send(message)
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        return self.reports.poll(timeout)
+
+    def recv(self) -> Any:
+        return self.reports.recv()
 
 
 # ----- the parent: phases, CPU, figures -----
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of every live process in ``pid``'s process group (a component's session)."""
-    total = 0
-    for member in group_members(pid) or [pid]:
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, utime + stime in ticks) of every live process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = Path(f"/proc/{member}/stat").read_text()
+            raw = (entry / "stat").read_text()
             fields = raw[raw.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])
-    return total
+            table[int(entry.name)] = (
+                int(fields[1]),
+                int(fields[2]),
+                int(fields[11]) + int(fields[12]),
+            )
+    return table
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of every CPU of the machine, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values[:8]) - idle, sum(values[:8])
+
+
+def cpu_pressure() -> float | None:
+    """The share of the last 10 s in which runnable tasks waited for a CPU (PSI), in %."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        line = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
+        return float(line.split()[1].split("=")[1])
+    return None
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid``, its process group and its descendants (PostgreSQL's backends
+    leave the postmaster's group, so the group alone would miss them)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for member, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(member)
+    found = {pid} | {m for m, (_, group, _) in table.items() if group == pid}
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return sum(table[m][2] for m in found if m in table)
 
 
 def pct(values: Sequence[float], q: float) -> float | None:
@@ -494,6 +558,9 @@ class Phase:
     sent_at: list[float] = field(default_factory=list)
     gen_cpu_s: float = 0.0
     gen_wall_s: float = 0.0
+    # the whole machine's busy CPU over the window (% of one core), and its CPU pressure
+    machine_pct: float = 0.0
+    pressure: float | None = None
     # per component: % of one core over the send window, and CPU seconds
     cpu: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -542,7 +609,9 @@ class Load:
         self.rooms = [f"fp-{run_id}-{r}" for r in range(args.rooms)]
         self.room_size = args.room_size
         self.phase_no = 0
-        self.procs: list[tuple[Any, Connection]] = []
+        # the last phase left deliveries outstanding: let them run out before the next one
+        self.backlog = False
+        self.procs: list[tuple[Any, Channel]] = []
         half = args.room_size // 2
         try:
             for node, url in enumerate(urls[:2]):
@@ -572,14 +641,14 @@ class Load:
             "room_size": self.room_size,
             "text_bytes": self.args.text_bytes,
         }
-        parent, child = mp.get_context("spawn").Pipe()
-        proc = mp.get_context("spawn").Process(
-            target=_generator_process, args=(spec, child), daemon=True
-        )
+        ctx = mp.get_context("spawn")
+        inbox, commands = ctx.Pipe(duplex=False)
+        reports, outbox = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_generator_process, args=(spec, inbox, outbox), daemon=True)
         proc.start()
-        self.procs.append((proc, parent))
+        self.procs.append((proc, Channel(commands, reports)))
 
-    def _await_ready(self, procs: list[tuple[Any, Connection]], expected: int) -> None:
+    def _await_ready(self, procs: list[tuple[Any, Channel]], expected: int) -> None:
         opened = failures = 0
         deadline = time.monotonic() + 120
         for _, pipe in procs:
@@ -618,6 +687,8 @@ class Load:
         events: Sequence[tuple[float, Callable[[], None]]] = (),
     ) -> Phase:
         """One phase at ``rate`` msg/s in total for ``seconds``; wait out the tail; merge."""
+        if self.backlog:
+            self.settle()
         self.phase_no += 1
         no = self.phase_no
         senders = self.procs[:2]
@@ -627,6 +698,7 @@ class Load:
         result = Phase(name, rate, seconds)
         progress: dict[int, tuple[int, int, int, int]] = {}
         sent_done = 0
+        sending_s = 0.0
         cpu_before: dict[str, int] = {}
         todo = sorted(events, key=lambda e: e[0])
         shown = time.monotonic()
@@ -634,6 +706,7 @@ class Load:
         time.sleep(max(0.0, start_at - time.time()))
         if pids is not None:
             cpu_before = {n: cpu_ticks(p) for n, p in pids().items()}
+            machine_before = machine_ticks()
         cpu_window = time.monotonic()
         cpu_done = pids is None
         while True:
@@ -642,7 +715,7 @@ class Load:
             while todo and elapsed >= todo[0][0]:
                 todo.pop(0)[1]()
                 elapsed = time.time() - start_at
-            if not cpu_done and pids is not None and elapsed >= seconds:
+            if not cpu_done and pids is not None and (elapsed >= seconds or sent_done):
                 cpu_done = True
                 window = time.monotonic() - cpu_window
                 after = {n: cpu_ticks(p) for n, p in pids().items()}
@@ -650,6 +723,9 @@ class Load:
                     n: (after[n] - cpu_before[n]) / _TICK for n in after if n in cpu_before
                 }
                 result.cpu = {n: round(100 * v / window, 1) for n, v in result.cpu_s.items()}
+                busy, total = (a - b for a, b in zip(machine_ticks(), machine_before, strict=True))
+                result.machine_pct = 100 * (os.cpu_count() or 1) * busy / max(total, 1)
+                result.pressure = cpu_pressure()
             for i, (_, pipe) in enumerate(senders):
                 while pipe.poll():
                     message = pipe.recv()
@@ -657,6 +733,7 @@ class Load:
                         progress[i] = message[2:]
                     elif message[0] == "sent":
                         sent_done += 1
+                        sending_s = max(sending_s, message[3])
             acked = sum(p[1] for p in progress.values())
             pending = sum(p[2] for p in progress.values())
             delivered = sum(p[3] for p in progress.values())
@@ -682,8 +759,40 @@ class Load:
                 if message[0] == "report":
                     reports.append(message[1])
                     break
+        # Sending may have been stopped early (stop_sending()): rates count what really ran.
+        result.seconds = min(seconds, sending_s) if sending_s else seconds
         self._merge(result, reports)
+        self.backlog = result.lost > 0 or result.unacked > 0
         return result
+
+    def settle(self, longest: float = 90) -> None:
+        """Before the next phase, let the deliveries of an overloaded one run out (bounded)."""
+        started = time.monotonic()
+        first = last = None
+        while time.monotonic() - started < longest:
+            for _, channel in self.procs[:2]:
+                channel.send(("late",))
+            total = 0
+            for _, channel in self.procs[:2]:
+                while (message := channel.recv())[0] != "late":
+                    pass
+                total += message[1]
+            if first is None:
+                first = total
+            elif total == last:
+                break
+            last = total
+            time.sleep(2)
+        self.backlog = False
+        say(
+            f"settle: {(last or 0) - (first or 0)} more deliveries of the last phase came after "
+            f"its deadline (counted lost); waited {time.monotonic() - started:.0f}s"
+        )
+
+    def stop_sending(self) -> None:
+        """End the sending of the phase that runs now, before its planned duration."""
+        for _, channel in self.procs[:2]:
+            channel.send(("stop", self.phase_no))
 
     def _merge(self, result: Phase, reports: list[dict[str, Any]]) -> None:
         reached: Counter[bytes] = Counter()
@@ -740,6 +849,13 @@ def show_cpu(phase: Phase) -> None:
     total = sum(phase.cpu.values())
     parts = ", ".join(f"{n} {v:.0f} %" for n, v in sorted(phase.cpu.items(), key=lambda i: -i[1]))
     say(f"{phase.name}: CPU in % of one core: {parts}; all {total:.0f} %")
+    others = phase.machine_pct - total - phase.gen_pct
+    say(
+        f"{phase.name}: the machine was {phase.machine_pct:.0f} % busy (of one core; "
+        f"{100 * (os.cpu_count() or 1)} % is all); processes outside this bench ~{others:.0f} %, "
+        f"CPU pressure {phase.pressure} % of the time a task waited for a core"
+        + (": other work ran, figures are noisy" if others > 20 else "")
+    )
     if phase.deliveries:
         per = {n: 1e6 * v / phase.deliveries for n, v in phase.cpu_s.items()}
         parts = ", ".join(f"{n} {v:.1f}" for n, v in sorted(per.items(), key=lambda i: -i[1]))
@@ -750,9 +866,10 @@ def fastpath(
     load: Load, args: argparse.Namespace, pids: Callable[[], dict[str, int]], label: str
 ) -> dict[str, Any]:
     """Warm-up, the fixed rate (with CPU), then find-max; the figures of one system."""
+    warmup = None
     if args.warmup:
         say(f"{label}: warming up {args.warmup:.0f}s at {args.rate} msg/s")
-        load.phase(f"{label} warm-up", args.rate, args.warmup, grace=args.grace)
+        warmup = load.phase(f"{label} warm-up", args.rate, args.warmup, grace=args.grace)
     fixed = load.phase(f"{label} fixed", args.rate, args.duration, grace=args.grace, pids=pids)
     say(fixed.line())
     show_cpu(fixed)
@@ -773,6 +890,7 @@ def fastpath(
             held = step
     say(f"{label}: find-max ends: {reason}")
     return {
+        "warmup": warmup,
         "fixed": fixed,
         "steps": steps,
         "held": held,
@@ -852,6 +970,8 @@ def idle_node(stack: Stack, load: Load, args: argparse.Namespace) -> dict[str, A
     assert pid is not None
     url = stack.endpoints()["ws_urls"][2]
     load.add_listeners(url, args.room_size)
+    if load.backlog:
+        load.settle()
     time.sleep(2)
     say(f"idle: gateway-3 CPU with no traffic for {args.idle_seconds:.0f}s")
     before, t0 = cpu_ticks(pid), time.monotonic()
@@ -865,7 +985,8 @@ def idle_node(stack: Stack, load: Load, args: argparse.Namespace) -> dict[str, A
     say(phase.line())
     busy_s = phase.cpu_s.get("gateway-3", 0.0)
     msgs = max(phase.acked, 1)
-    figures = {
+    figures: dict[str, Any] = {
+        "_phase": phase,
         "rate": args.idle_rate,
         "messages": phase.acked,
         "gateway3_cpu_pct_quiet": round(100 * quiet_rate, 2),
@@ -898,17 +1019,22 @@ def outage(
         say("outage: starting kafka again")
         stack.start(["kafka"])
         marks["back"] = time.time()
+        load.stop_sending()
         watch.start()
-        say(f"outage: kafka answers again ({marks['back'] - marks['restart']:.1f}s to start)")
+        say(
+            f"outage: kafka answers again ({marks['back'] - marks['restart']:.1f}s to start); "
+            f"sending stops"
+        )
 
     pre = args.outage_pre
     say(
         f"outage: {args.outage_rate} msg/s for {pre:.0f}s, then kafka down "
-        f"{args.outage_seconds:.0f}s; sending stops when it is started again"
+        f"{args.outage_seconds:.0f}s, sending until it answers again"
     )
     phase = load.phase(
-        "outage", args.outage_rate, pre + args.outage_seconds, grace=args.outage_grace,
-        events=[(pre, kill), (pre + args.outage_seconds, restart)],
+        # The planned duration only bounds the phase: the broker's return ends the sending.
+        "outage", args.outage_rate, pre + args.outage_seconds + _KAFKA_START_S,
+        grace=args.outage_grace, events=[(pre, kill), (pre + args.outage_seconds, restart)],
     )  # fmt: skip
     say(phase.line())
     target = stored_before + phase.acked
@@ -920,16 +1046,15 @@ def outage(
     during = [
         lat
         for lat, sent in zip(phase.latency, phase.sent_at, strict=True)
-        if marks["killed"] <= sent <= marks["restart"]
+        if marks["killed"] <= sent <= marks["back"]
     ]
     figures = {
         "rate": args.outage_rate,
         "down_seconds": round(marks["back"] - marks["killed"], 1),
+        "kafka_start_s": round(marks["back"] - marks["restart"], 1),
         "sent": phase.sent,
         "acked": phase.acked,
-        "sent_during_outage": sum(
-            1 for s in phase.sent_at if marks["killed"] <= s <= marks["restart"]
-        )
+        "sent_during_outage": sum(1 for s in phase.sent_at if marks["killed"] <= s <= marks["back"])
         // load.room_size,
         "during_p50_ms": pct(during, 0.5),
         "during_p99_ms": pct(during, 0.99),
@@ -970,9 +1095,12 @@ def run_ours(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
             try:
                 if "fastpath" in only:
                     out["fastpath"] = fastpath(load, args, pids, "ours")
+                    if out["fastpath"]["warmup"] is not None:
+                        phases.append(out["fastpath"]["warmup"])
                     phases += out["fastpath"]["steps"]
                 if "idle" in only:
                     out["idle"] = idle_node(stack, load, args)
+                    phases.append(out["idle"]["_phase"])
                 acked_all = Counter[int]()
                 for phase in phases:
                     acked_all.update(phase.acked_per_room)
@@ -985,6 +1113,8 @@ def run_ours(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
                         f"storage: {rows}/{target} rows stored ({waited:.1f}s after the last phase)"
                     )
                 if "outage" in only:
+                    if load.backlog:
+                        load.settle()
                     out["outage"] = outage(stack, load, args, stored(dsn, run_id))
                     acked_all.update(out["outage"]["_phase"].acked_per_room)
                 if sum(acked_all.values()):
@@ -1056,6 +1186,11 @@ def summary(
                     n: round(1e6 * v / max(fixed.deliveries, 1), 2) for n, v in fixed.cpu_s.items()
                 },
                 "generators_cpu_pct_of_core": round(fixed.gen_pct, 1),
+                "machine_busy_pct_of_core": round(fixed.machine_pct, 1),
+                "outside_bench_pct_of_core": round(
+                    fixed.machine_pct - sum(fixed.cpu.values()) - fixed.gen_pct, 1
+                ),
+                "cpu_pressure_pct": fixed.pressure,
             },
             "lost_all_phases": sum(p.lost for p in result["steps"]),
             "duplicated_all_phases": sum(p.duplicated for p in result["steps"]),
@@ -1065,7 +1200,8 @@ def summary(
             f"{label}: max {result['max_held']} msg/s held ({result['why_not_more']}); "
             f"at {args.rate} msg/s p50 {at['p50_ms']} ms, p99 {at['p99_ms']} ms "
             f"(other node p99 {at['other_node_p99_ms']} ms); generators "
-            f"{at['generators_cpu_pct_of_core']} % of a core"
+            f"{at['generators_cpu_pct_of_core']} % of a core; outside the bench "
+            f"{at['outside_bench_pct_of_core']} % of a core"
         )
         cpu = ", ".join(f"{n} {v:.0f} %" for n, v in sorted(at["cpu_pct_of_core"].items()))
         per = ", ".join(f"{n} {v}" for n, v in sorted(at["cpu_ms_per_1000_deliveries"].items()))
@@ -1087,7 +1223,7 @@ def summary(
     if "history" in ours:
         out["history"] = ours["history"]
     if "idle" in ours:
-        out["idle"] = ours["idle"]
+        out["idle"] = {k: v for k, v in ours["idle"].items() if not k.startswith("_")}
         i = ours["idle"]
         print(
             f"idle node: {i['us_per_message']} us of CPU per message of rooms it does not carry "
