@@ -7,8 +7,9 @@ transport. Phases, each on the same connections:
 1. fastpath: a fixed --rate (total msg/s, default 1,000) for --duration s: delivery latency
    (send -> arrival at every member, both nodes), CPU of every component from /proc, lost and
    duplicated deliveries; then find-max: x--factor per --step s until delivery p99 exceeds
-   --p99-limit ms or loss exceeds --loss-limit %. At the end every accepted message must be
-   stored in PostgreSQL.
+   --p99-limit ms or loss exceeds --loss-limit % (when --rate itself is not held, /--factor per
+   step down to --min-rate instead). At the end every accepted message must be stored in
+   PostgreSQL.
 2. idle: a third gateway node whose only clients are in another room: its CPU per message of
    the active rooms.
 3. outage: at --outage-rate msg/s, the Kafka broker is killed with SIGKILL for --outage-seconds,
@@ -212,9 +213,10 @@ class Client(asyncio.Protocol):
         ack_id = self.next_id
         self.next_id += 1
         self.pending[ack_id] = key
+        # The epoch keeps ids unique when a sender's connection is opened again by a new process.
         self.send_text(
-            b'42%d["send",{"room":"%s","text":"%s","client_msg_id":"%d"}]'
-            % (ack_id, self.room.encode(), text.encode(), n)
+            b'42%d["send",{"room":"%s","text":"%s","client_msg_id":"%s-%d"}]'
+            % (ack_id, self.room.encode(), text.encode(), self.gen.epoch, n)
         )
         return key
 
@@ -252,6 +254,7 @@ class Generator:
         self.pipe = pipe
         parts = urlsplit(spec["url"])
         self.netloc = parts.netloc
+        self.epoch = secrets.token_hex(4).encode()
         self.path = f"{parts.path}?{parts.query}"
         self.clients: list[Client] = []
         self.tally: Tally | None = None
@@ -611,20 +614,35 @@ class Load:
         self.phase_no = 0
         # the last phase left deliveries outstanding: let them run out before the next one
         self.backlog = False
+        # the last phase lost connections: open them again before the next one
+        self.broken = False
         self.procs: list[tuple[Any, Channel]] = []
-        half = args.room_size // 2
+        self.urls = urls[:2]
         try:
-            for node, url in enumerate(urls[:2]):
-                clients = [
-                    (r * args.room_size + s, f"fp-{run_id}-u{r * args.room_size + s}", room, node)
-                    for r, room in enumerate(self.rooms)
-                    for s in range(node * half, (node + 1) * half)
-                ]
-                self._spawn(url, clients, senders=True)
-            self._await_ready(self.procs, len(self.rooms) * self.room_size)
+            self._open_senders()
         except BaseException:
             self.close()
             raise
+
+    def _open_senders(self) -> None:
+        half = self.room_size // 2
+        for node, url in enumerate(self.urls):
+            clients = [
+                (r * self.room_size + s, f"fp-{self.run_id}-u{r * self.room_size + s}", room, node)
+                for r, room in enumerate(self.rooms)
+                for s in range(node * half, (node + 1) * half)
+            ]
+            self._spawn(url, clients, senders=True)
+        # The senders are always the first two.
+        self.procs = self.procs[-2:] + self.procs[:-2]
+        self._await_ready(self.procs[:2], len(self.rooms) * self.room_size)
+
+    def reconnect(self) -> None:
+        """New sender processes and connections, after a phase in which the server closed some."""
+        say("load: the server closed connections or stopped acking: opening them again")
+        senders, self.procs = self.procs[:2], self.procs[2:]
+        self._stop(senders)
+        self._open_senders()
 
     def add_listeners(self, url: str, count: int) -> None:
         """``count`` clients on ``url`` in a room of their own: they receive nothing of the rest."""
@@ -667,10 +685,14 @@ class Load:
             raise RuntimeError(f"{failures} clients could not connect or join: see above")
 
     def close(self) -> None:
-        for _, pipe in self.procs:
+        self._stop(self.procs)
+
+    @staticmethod
+    def _stop(procs: list[tuple[Any, Channel]]) -> None:
+        for _, pipe in procs:
             with contextlib.suppress(OSError):
                 pipe.send(("quit",))
-        for proc, _ in self.procs:
+        for proc, _ in procs:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
@@ -689,6 +711,9 @@ class Load:
         """One phase at ``rate`` msg/s in total for ``seconds``; wait out the tail; merge."""
         if self.backlog:
             self.settle()
+        if self.broken:
+            self.reconnect()
+            self.broken = False
         self.phase_no += 1
         no = self.phase_no
         senders = self.procs[:2]
@@ -763,6 +788,8 @@ class Load:
         result.seconds = min(seconds, sending_s) if sending_s else seconds
         self._merge(result, reports)
         self.backlog = result.lost > 0 or result.unacked > 0
+        # Closed connections, or a server that acks nothing any more: start over on new sockets.
+        self.broken = result.closed > 0 or (result.sent > 0 and result.acked == 0)
         return result
 
     def settle(self, longest: float = 90) -> None:
@@ -829,10 +856,10 @@ class Load:
 def verdict(phase: Phase, args: argparse.Namespace) -> str | None:
     """Why a phase's rate was not held (None when it was)."""
     p99 = pct(phase.latency, 0.99)
+    if phase.closed:
+        return f"the server closed {phase.closed} client connections"
     if phase.offered < 0.95 * phase.target:
         return f"the generators offered only {phase.offered:.0f} msg/s (generator-bound)"
-    if phase.closed:
-        return f"{phase.closed} client connections closed"
     if phase.loss_pct > args.loss_limit:
         return f"loss {phase.loss_pct:.3f} % > {args.loss_limit} %"
     if phase.failed_pct > args.loss_limit:
@@ -856,10 +883,13 @@ def show_cpu(phase: Phase) -> None:
         f"CPU pressure {phase.pressure} % of the time a task waited for a core"
         + (": other work ran, figures are noisy" if others > 20 else "")
     )
-    if phase.deliveries:
-        per = {n: 1e6 * v / phase.deliveries for n, v in phase.cpu_s.items()}
+    if phase.expected:
+        per = {n: 1e6 * v / phase.expected for n, v in phase.cpu_s.items()}
         parts = ", ".join(f"{n} {v:.1f}" for n, v in sorted(per.items(), key=lambda i: -i[1]))
-        say(f"{phase.name}: CPU ms per 1,000 deliveries: {parts}; all {sum(per.values()):.1f}")
+        say(
+            f"{phase.name}: CPU ms per 1,000 deliveries (accepted x members): {parts}; "
+            f"all {sum(per.values()):.1f}"
+        )
 
 
 def fastpath(
@@ -877,7 +907,18 @@ def fastpath(
     reason = verdict(fixed, args)
     held: Phase | None = None if reason else fixed
     rate = float(args.rate)
-    while reason is None:
+    if reason is not None:
+        # Not even the fixed rate held: look downwards, so the ratio still has two figures.
+        say(f"{label}: {args.rate} msg/s not held ({reason}); trying lower rates")
+        reason = f"{args.rate} msg/s not held: {reason}"
+        while held is None and rate / args.factor >= args.min_rate:
+            rate /= args.factor
+            step = load.phase(f"{label} step", rate, args.step, grace=args.grace)
+            say(step.line())
+            steps.append(step)
+            if verdict(step, args) is None:
+                held = step
+    while held is not None and reason is None:
         rate *= args.factor
         if rate > args.max_rate or len(steps) > args.max_steps:
             reason = f"stopped at the bench's bound ({args.max_rate} msg/s, {args.max_steps} steps)"
@@ -1160,6 +1201,7 @@ def summary(
         fixed: Phase = result["fixed"]
         out[label] = {
             "max_held_msg_s": result["max_held"],
+            "max_held_target": round(result["held"].target) if result["held"] else 0,
             "why_not_more": result["why_not_more"],
             "steps": [
                 {
@@ -1183,7 +1225,7 @@ def summary(
                 "out_of_order": fixed.out_of_order,
                 "cpu_pct_of_core": fixed.cpu,
                 "cpu_ms_per_1000_deliveries": {
-                    n: round(1e6 * v / max(fixed.deliveries, 1), 2) for n, v in fixed.cpu_s.items()
+                    n: round(1e6 * v / max(fixed.expected, 1), 2) for n, v in fixed.cpu_s.items()
                 },
                 "generators_cpu_pct_of_core": round(fixed.gen_pct, 1),
                 "machine_busy_pct_of_core": round(fixed.machine_pct, 1),
@@ -1258,6 +1300,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--factor", type=float, default=1.5, help="rate factor per find-max step (default 1.5)")
     add("--max-rate", type=int, default=20_000, help="find-max stops above this rate")
     add("--max-steps", type=int, default=8, help="find-max stops after this many steps")
+    add("--min-rate", type=int, default=100, help="when --rate is not held, look down to this")
     add("--p99-limit", type=float, default=500, help="a rate is held while p99 <= this (ms)")
     add("--loss-limit", type=float, default=0.1, help="... and loss <= this (%%)")
     add("--grace", type=float, default=5, help="seconds after a phase for its deliveries")
@@ -1278,6 +1321,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--only takes a comma list of fastpath, idle, outage")
     if not 1 <= args.rate <= MAX_RATE or not 1 <= args.max_rate <= MAX_RATE:
         parser.error(f"--rate and --max-rate must be in 1..{MAX_RATE}")
+    if not 1 <= args.min_rate <= args.rate:
+        parser.error("--min-rate must be in 1..--rate")
     if args.room_size < 2 or args.room_size % 2 or args.rooms * args.room_size > MAX_CLIENTS:
         parser.error(f"--room-size must be even, rooms x room size at most {MAX_CLIENTS}")
     if not 48 <= args.text_bytes <= 4000:
