@@ -33,6 +33,9 @@ def kafka_connection(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap,
         "security.protocol": settings.kafka_security_protocol,
+        # librdkafka backs off reconnects up to 10 s by default: after an outage the backlog
+        # would wait that long for a broker that is already back.
+        "reconnect.backoff.max.ms": 1000,
     }
 
 
