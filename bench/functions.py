@@ -36,6 +36,7 @@ from devstack.stack import SERVICES
 from functions.batch import BatchResult, KafkaRecord, StreamRecord
 from functions.deps import Deps
 from functions.registry import REGISTRY, Function
+from functions.runtime.kafka_topic import SESSION_TIMEOUT_MS
 from functions.triggers import KafkaTopic, RedisStream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"takeover after kill -9: stream entries {figures['stream_takeover_s']:.1f} s "
         f"(visibility timeout {message_trigger.visibility_timeout_s:.0f} s), Kafka partitions "
-        f"{figures['topic_takeover_s']:.1f} s (session timeout 10 s)"
+        f"{figures['topic_takeover_s']:.1f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s)"
     )
     say(json.dumps({k: round(v, 2) for k, v in figures.items()}))
     return 0

@@ -115,6 +115,9 @@ def commit_points(batch: Sequence[KafkaRecord], unfinished: set[str]) -> dict[Pa
     return {tp: point for tp, point in points.items() if point > first[tp]}
 
 
+SESSION_TIMEOUT_MS = 6_000
+
+
 def consumer_config(fn: Function, client_id: str, settings: Settings) -> dict[str, Any]:
     """The consumer configuration of a runner of ``fn`` (before overrides)."""
     assert isinstance(fn.trigger, KafkaTopic)
@@ -129,8 +132,10 @@ def consumer_config(fn: Function, client_id: str, settings: Settings) -> dict[st
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        # Failure detection: a dead host's partitions move after this long.
-        "session.timeout.ms": 10_000,
+        # Failure detection: a dead host's partitions move after this long. It also bounds how
+        # long persistence waits after a broker restart: the reloaded group keeps its old
+        # members until their sessions expire. 6 s is the broker's minimum by default.
+        "session.timeout.ms": SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": 1_000,
         # The runner polls while batches run; only a revoke waiting for a batch holds a poll.
         "max.poll.interval.ms": max(60_000, int((fn.timeout_s + _REVOKE_SLACK_S) * 2000)),
