@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_ROOMS = "too_many_rooms"
+    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    SLOW_CONSUMER = "slow_consumer"
     INVALID_PARAMETER = "invalid_parameter"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_FOUND = "not_found"

@@ -39,6 +39,12 @@ class Settings:
     # A 4,000-character message of 4-byte characters, JSON-escaped, still fits.
     max_payload_bytes: int = 64 * 1024
     max_rooms_per_socket: int = 100
+    # A socket whose outgoing Engine.IO queue holds this many packets (a client that stopped
+    # reading) is cut off as a slow consumer, so its backlog never grows without bound.
+    max_outbound_packets: int = 1000
+    # A join with ``since_seq`` replays at most this many messages (the newest); older ones are
+    # reported as ``gap: true`` and the client pages them from history.
+    max_replay_messages: int = 500
     # Browser origins allowed to open sockets, comma-separated (https://chat.example.com). Empty
     # (the default): none, so no page of another site can use a visitor's session. "*" is for
     # dev only: it accepts every origin.
@@ -53,7 +59,8 @@ class Settings:
     # Limits held in Redis across nodes, comma-separated "<event>.<user|socket>=<per s>:<burst>".
     # "http.user" limits each caller of the HTTP functions (429 with retry_after_ms).
     rate_limits: str = (
-        "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,http.user=50:100"
+        "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,"
+        "replay.user=10:200,http.user=50:100"
     )
     # HTTP function requests: bodies larger than this are refused (413) before they are read,
     # JSON bodies nested deeper than this are refused (400).
@@ -96,6 +103,8 @@ class Settings:
                 "http_max_body_bytes, http_max_json_depth and "
                 "postgres_statement_timeout_ms must be positive"
             )
+        if min(self.max_outbound_packets, self.max_replay_messages) <= 0:
+            raise ValueError("max_outbound_packets and max_replay_messages must be positive")
         if self.retention_days < 0 or self.retention_batch <= 0:
             raise ValueError("retention_days must be >= 0 (0: keep all), retention_batch > 0")
 

@@ -93,7 +93,9 @@ class Gateway:
             logger=False,
             engineio_logger=False,
         )
-        self.fanout = RoomFanout(settings.redis_url, redis, PacketWriter(self.sio))
+        self.fanout = RoomFanout(
+            settings.redis_url, redis, PacketWriter(self.sio, settings.max_outbound_packets)
+        )
         self.conns: dict[str, Connection] = {}
         # chat room -> sid -> user, for this node's sockets: presence heartbeats walk it.
         self.rooms: dict[str, dict[str, str]] = {}

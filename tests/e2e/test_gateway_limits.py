@@ -1,0 +1,153 @@
+"""Every resource a client can make a gateway hold is bounded, and the abuser alone pays.
+
+One extra gateway node joins the test stack with small limits (the same code and the same Redis
+as the stack's own nodes), so each limit is reached in a few hundred packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from realtime_client import Client, RawSocket, unique_room, until
+
+from devstack import Stack
+
+pytestmark = pytest.mark.e2e
+
+LIMITS = {
+    "CHAT_MAX_OUTBOUND_PACKETS": "40",
+    "CHAT_MAX_REPLAY_MESSAGES": "10",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def limited_url(full_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway node of the stack started with the small limits above."""
+    port = _free_port()
+    log = Path(tmp_path_factory.mktemp("limited")) / "gateway.log"
+    env = {
+        **os.environ,
+        **full_stack.env(),
+        **LIMITS,
+        "CHAT_NODE_ID": f"limited-{uuid.uuid4().hex[:6]}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    argv = [sys.executable, "-m", "realtime", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the limited gateway did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+        assert proc.poll() is None, f"the limited gateway died:\n{log.read_text()[-3000:]}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+async def raws() -> AsyncIterator[list[RawSocket]]:
+    """Raw sockets a test opens; all aborted afterwards."""
+    made: list[RawSocket] = []
+    yield made
+    for r in made:
+        await r.close()
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics/", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def _joined(made: list[Client], url: str, user: str, room: str) -> Client:
+    c = Client(user)
+    made.append(c)
+    await c.connect(url)
+    ack = await c.call("join", {"room": room})
+    assert ack["ok"] is True, ack
+    return c
+
+
+async def _send_all(senders: list[Client], room: str, n: int, text: str) -> list[str]:
+    """Each sender sends ``n`` messages concurrently with the others; all must be accepted."""
+
+    async def one(c: Client) -> list[str]:
+        ids = []
+        for i in range(n):
+            ack = await c.call("send", {"room": room, "text": text, "client_msg_id": f"{i}"})
+            assert ack["ok"] is True, ack
+            ids.append(ack["id"])
+        return ids
+
+    batches = await asyncio.gather(*(one(c) for c in senders))
+    return [i for batch in batches for i in batch]
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_nobody_waits(
+    full_stack: Stack, limited_url: str, clients: list[Client], raws: list[RawSocket]
+) -> None:
+    url0 = full_stack.endpoints()["ws_urls"][0]
+    room = unique_room("slow")
+    ann = await _joined(clients, url0, "ann", room)
+    bob = await _joined(clients, limited_url, "bob", room)
+    senders = [await _joined(clients, url0, f"s{i}", room) for i in range(10)]
+    # GIVEN a client on bob's node that joins the busy room, then never reads again
+    slacker = await RawSocket.open(limited_url, "slacker")
+    raws.append(slacker)
+    assert (await slacker.call("join", {"room": room}))["ok"] is True
+    await until(lambda: "slacker" in (ann.users(room) or []), "the slacker's presence")
+    cut_before = _metric(limited_url, "chat_gateway_slow_consumers_total")
+
+    # WHEN the room carries far more than the slacker's buffers and queue cap hold
+    text = "\U0001f600" * 4000  # 16 KB of UTF-8 per message
+    started = time.monotonic()
+    ids = await _send_all(senders, room, 40, text)
+    total = len(ids)
+
+    # THEN every other member, on either node, gets every message, in seq order
+    for reader in (ann, bob, *senders):
+        await until(lambda r=reader: len(r.seqs(room)) >= total, f"{reader.user}'s messages")
+        assert reader.seqs(room) == list(range(1, total + 1)), reader.user
+    took = time.monotonic() - started
+    # AND the slacker was cut off as a slow consumer, its presence withdrawn
+    assert _metric(limited_url, "chat_gateway_slow_consumers_total") >= cut_before + 1
+    await until(lambda: "slacker" not in (ann.users(room) or ["slacker"]), "slacker's removal")
+    # AND its node still serves: bob sends and everyone gets it
+    ack = await bob.call("send", {"room": room, "text": "still here", "client_msg_id": "after"})
+    assert ack["ok"] is True, ack
+    await until(lambda: len(ann.seqs(room)) == total + 1, "the message after the cut")
+    assert took < 30, f"delivery took {took:.1f}s"
