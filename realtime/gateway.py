@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
+from socketio import packet as sio_packet
 
 from chat import frames, names
 from chat.auth import Identity, authenticate, authorize_room
@@ -69,6 +71,44 @@ def socket_origins(setting: str) -> tuple[str | list[str] | None, bool]:
     return (listed or None), True
 
 
+# A Socket.IO binary event or ack: ``5<attachments>-[/namespace,][id]<json>``.
+_BINARY_HEADER = re.compile(r"[56]([0-9]+)-(?:(/[^,\[]*),)?([0-9]*)")
+_BINARY_REFUSED = "binary attachments are not supported: send text fields as JSON strings"
+
+
+class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, refusing binary packets before their attachments are kept.
+
+    python-socketio keeps a binary event's header and then every attachment frame the client
+    sends until the declared count is reached; the contract has no binary payloads. Here a
+    binary event gets an error ack (when it asks for one) and nothing of it is kept: its
+    attachment frames, like any binary frame, are dropped as they arrive.
+    """
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if isinstance(data, str) and not data.startswith(("5", "6")):
+            await super()._handle_eio_message(eio_sid, data)
+            return
+        metrics.BINARY_REFUSED.inc()
+        if not isinstance(data, str):
+            return
+        metrics.ERRORS.labels(str(ErrorCode.BINARY_NOT_SUPPORTED)).inc()
+        header = _BINARY_HEADER.match(data)
+        if header is None or not header.group(3) or data[0] != "5":
+            return
+        namespace = header.group(2) or "/"
+        if self.manager.sid_from_eio_sid(eio_sid, namespace) is None:
+            return
+        metrics.ACKS.labels("binary", str(ErrorCode.BINARY_NOT_SUPPORTED)).inc()
+        refusal = error_ack(ErrorCode.BINARY_NOT_SUPPORTED, _BINARY_REFUSED)
+        await self._send_packet(
+            eio_sid,
+            self.packet_class(
+                sio_packet.ACK, namespace=namespace, data=[refusal], id=int(header.group(3))
+            ),
+        )
+
+
 class Gateway:
     """Owns the Socket.IO server of this node and the state of its sockets."""
 
@@ -82,7 +122,7 @@ class Gateway:
         # their sharded channels (RoomFanout), not through a Socket.IO message queue.
         self.manager = socketio.AsyncManager()
         origins, credentials = socket_origins(settings.cors_origins)
-        self.sio = socketio.AsyncServer(
+        self.sio = GatewayServer(
             async_mode="asgi",
             client_manager=self.manager,
             cors_allowed_origins=origins,

@@ -151,3 +151,34 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nobody_waits(
     assert ack["ok"] is True, ack
     await until(lambda: len(ann.seqs(room)) == total + 1, "the message after the cut")
     assert took < 30, f"delivery took {took:.1f}s"
+
+
+async def test_binary_attachments_are_refused_and_never_kept(
+    full_stack: Stack, limited_url: str, clients: list[Client], raws: list[RawSocket]
+) -> None:
+    room = unique_room("bin")
+    ann = await _joined(clients, full_stack.endpoints()["ws_urls"][0], "ann", room)
+    bob = await _joined(clients, limited_url, "bob", room)
+    mallory = await RawSocket.open(limited_url, "mallory")
+    raws.append(mallory)
+    assert (await mallory.call("join", {"room": room}))["ok"] is True
+    refused_before = _metric(limited_url, "chat_gateway_binary_refused_total")
+
+    async def abuse() -> None:
+        # One event declaring a million attachments, then a stream of attachment frames.
+        for ack_id in range(100, 103):
+            await mallory.send_raw(f'451000000-{ack_id}["send",{{"_placeholder":true,"num":0}}]')
+            for _ in range(50):
+                await mallory.send_raw(b"\x00" * 32 * 1024)
+            ack = await mallory.ack(ack_id)
+            assert ack["ok"] is False and ack["error"]["code"] == "binary_not_supported", ack
+        # A binary ack and stray binary frames: dropped, no answer, the socket still works.
+        await mallory.send_raw('461-7[{"_placeholder":true,"num":0}]')
+        await mallory.send_raw(b"stray")
+        assert (await mallory.call("typing", {"room": room, "typing": True}))["ok"] is True
+
+    ids, _ = await asyncio.gather(_send_all([ann, bob], room, 20, "hello"), abuse())
+    for reader in (ann, bob):
+        await until(lambda r=reader: len(r.seqs(room)) >= len(ids), f"{reader.user}'s messages")
+        assert reader.seqs(room) == list(range(1, len(ids) + 1)), reader.user
+    assert _metric(limited_url, "chat_gateway_binary_refused_total") >= refused_before + 150
