@@ -363,6 +363,9 @@ class Gateway:
                 f"a socket may join at most {self.settings.max_rooms_per_socket} rooms",
             )
         await self.limiter.check("join", user, sid)
+        if request.since_seq is not None:
+            # Each replay may emit up to max_replay_messages: rejoin loops are limited apart.
+            await self.limiter.check("replay", user, sid)
         was_member = room in conn.rooms
         # The node's subscription to the room comes first: once the socket is in the room,
         # every frame published from then on reaches it.
@@ -432,11 +435,21 @@ class Gateway:
             self.fanout.emit_to(sid, "presence", {"room": room, "users": snapshot.users})
 
     async def _replay(self, sid: str, room: str, since: int) -> tuple[int, bool, int]:
-        """Emit the recent log after ``since``; return (last_seq, gap, last seq sent)."""
+        """Emit the recent log after ``since``; return (last_seq, gap, last seq sent).
+
+        At most ``max_replay_messages``, the newest: anything older is a gap the client pages
+        from history, as when the capped log no longer holds it.
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(names.seq_key(room))
-            pipe.xrange(names.recent_log_key(room), f"({since}-0", "+")
-            raw_last, entries = await pipe.execute()
+            pipe.xrevrange(
+                names.recent_log_key(room),
+                "+",
+                f"({since}-0",
+                count=self.settings.max_replay_messages,
+            )
+            raw_last, newest_first = await pipe.execute()
+        entries = reversed(newest_first)
         last_seq = int(raw_last or 0)
         sent = since
         gap = False

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from realtime_client import Client, RawSocket, unique_room, until
 
+from chat.settings import Settings
 from devstack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.e2e
 LIMITS = {
     "CHAT_MAX_OUTBOUND_PACKETS": "40",
     "CHAT_MAX_REPLAY_MESSAGES": "10",
+    "CHAT_RATE_LIMITS": Settings().rate_limits.replace("replay.user=10:200", "replay.user=0.2:5"),
 }
 
 
@@ -105,10 +107,13 @@ async def _joined(made: list[Client], url: str, user: str, room: str) -> Client:
 async def _send_all(senders: list[Client], room: str, n: int, text: str) -> list[str]:
     """Each sender sends ``n`` messages concurrently with the others; all must be accepted."""
 
+    batch = uuid.uuid4().hex[:8]
+
     async def one(c: Client) -> list[str]:
         ids = []
         for i in range(n):
-            ack = await c.call("send", {"room": room, "text": text, "client_msg_id": f"{i}"})
+            msg = {"room": room, "text": text, "client_msg_id": f"{batch}-{i}"}
+            ack = await c.call("send", msg)
             assert ack["ok"] is True, ack
             ids.append(ack["id"])
         return ids
@@ -182,3 +187,39 @@ async def test_binary_attachments_are_refused_and_never_kept(
         await until(lambda r=reader: len(r.seqs(room)) >= len(ids), f"{reader.user}'s messages")
         assert reader.seqs(room) == list(range(1, len(ids) + 1)), reader.user
     assert _metric(limited_url, "chat_gateway_binary_refused_total") >= refused_before + 150
+
+
+async def test_replay_is_capped_per_join_and_rejoins_are_rate_limited(
+    full_stack: Stack, limited_url: str, clients: list[Client]
+) -> None:
+    room = unique_room("replay")
+    url0 = full_stack.endpoints()["ws_urls"][0]
+    ann, cy = [await _joined(clients, url0, user, room) for user in ("ann", "cy")]
+    ids = await _send_all([ann, cy], room, 13, "backlog")
+    await until(lambda: len(ann.seqs(room)) == 26, "the backlog")
+
+    # A join from the start replays only the newest 10, and says the rest is a gap.
+    rejoiner = Client(f"rejoin-{uuid.uuid4().hex[:6]}")
+    clients.append(rejoiner)
+    await rejoiner.connect(limited_url)
+    ack = await rejoiner.call("join", {"room": room, "since_seq": 0})
+    assert ack["ok"] is True and ack["gap"] is True and ack["last_seq"] == 26, ack
+    assert rejoiner.seqs(room) == list(range(17, 27))
+    # Within the cap: everything after since_seq, no gap.
+    ack = await rejoiner.call("join", {"room": room, "since_seq": 20})
+    assert ack["ok"] is True and "gap" not in ack, ack
+    assert rejoiner.seqs(room)[10:] == list(range(21, 27))
+
+    # Rejoining over and over is limited (burst 5 here), while others keep sending.
+    async def rejoin_loop() -> list[dict[str, object]]:
+        return [await rejoiner.call("join", {"room": room, "since_seq": 0}) for _ in range(6)]
+
+    more, acks = await asyncio.gather(_send_all([ann, cy], room, 5, "live"), rejoin_loop())
+    refused = [a for a in acks if not a["ok"]]
+    assert refused, acks
+    error = refused[0]["error"]
+    assert isinstance(error, dict) and error["code"] == "rate_limited", refused
+    assert int(str(refused[0]["retry_after_ms"])) > 0
+    total = len(ids) + len(more)
+    await until(lambda: len(ann.seqs(room)) == total, "ann's messages")
+    assert ann.seqs(room) == list(range(1, total + 1))
