@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_ROOMS = "too_many_rooms"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
     SLOW_CONSUMER = "slow_consumer"
+    TOO_MANY_SOCKETS = "too_many_sockets"
     INVALID_PARAMETER = "invalid_parameter"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_FOUND = "not_found"

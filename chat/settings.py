@@ -45,6 +45,10 @@ class Settings:
     # A join with ``since_seq`` replays at most this many messages (the newest); older ones are
     # reported as ``gap: true`` and the client pages them from history.
     max_replay_messages: int = 500
+    # Sockets one user may hold on one gateway node; more are refused (too_many_sockets).
+    max_sockets_per_user: int = 20
+    # An Engine.IO session that has not completed the Socket.IO connect by then is closed.
+    connect_timeout_s: int = 10
     # Browser origins allowed to open sockets, comma-separated (https://chat.example.com). Empty
     # (the default): none, so no page of another site can use a visitor's session. "*" is for
     # dev only: it accepts every origin.
@@ -60,7 +64,7 @@ class Settings:
     # "http.user" limits each caller of the HTTP functions (429 with retry_after_ms).
     rate_limits: str = (
         "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,"
-        "replay.user=10:200,http.user=50:100"
+        "replay.user=10:200,leave.socket=20:100,connect.user=10:60,http.user=50:100"
     )
     # HTTP function requests: bodies larger than this are refused (413) before they are read,
     # JSON bodies nested deeper than this are refused (400).
@@ -103,8 +107,19 @@ class Settings:
                 "http_max_body_bytes, http_max_json_depth and "
                 "postgres_statement_timeout_ms must be positive"
             )
-        if min(self.max_outbound_packets, self.max_replay_messages) <= 0:
-            raise ValueError("max_outbound_packets and max_replay_messages must be positive")
+        if (
+            min(
+                self.max_outbound_packets,
+                self.max_replay_messages,
+                self.max_sockets_per_user,
+                self.connect_timeout_s,
+            )
+            <= 0
+        ):
+            raise ValueError(
+                "max_outbound_packets, max_replay_messages, max_sockets_per_user and "
+                "connect_timeout_s must be positive"
+            )
         if self.retention_days < 0 or self.retention_batch <= 0:
             raise ValueError("retention_days must be >= 0 (0: keep all), retention_batch > 0")
 

@@ -96,10 +96,7 @@ class PacketWriter:
             "cut off a slow consumer",
             extra={"eio_sid": eio_sid, "queued": socket.queue.qsize(), "reason": "slow_consumer"},
         )
-        environ: dict[str, Any] = getattr(self.sio, "environ", {}).get(eio_sid) or {}
-        transport = getattr(getattr(environ.get("asgi.send"), "__self__", None), "transport", None)
-        if transport is not None and hasattr(transport, "abort"):
-            transport.abort()
+        abort_websocket(self.sio, eio_sid)
 
         async def close() -> None:
             try:
@@ -115,6 +112,23 @@ class PacketWriter:
         """Queue a Socket.IO packet for one socket of this node, by its Socket.IO sid."""
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         return eio_sid is not None and self.write(eio_sid, self.engineio_packet(packet))
+
+
+def abort_websocket(sio: socketio.AsyncServer, eio_sid: str) -> bool:
+    """Abort the WebSocket connection of an Engine.IO session at once, buffered data and all.
+
+    A close would wait for a peer that does not read. The connection is reached through the
+    ASGI server's ``send`` (uvicorn's protocol object holds the transport); False when that
+    is not possible (long-polling, another server): then only the Engine.IO close applies.
+    """
+    environ: dict[str, Any] = getattr(sio, "environ", {}).get(eio_sid) or {}
+    if (environ.get("asgi.scope") or {}).get("type") != "websocket":
+        return False
+    transport = getattr(getattr(environ.get("asgi.send"), "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        return False
+    transport.abort()
+    return True
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ from chat.presence import Presence, Snapshot, parse_member
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.settings import Settings
 from realtime import metrics
-from realtime.fanout import PacketWriter, RoomFanout
+from realtime.fanout import PacketWriter, RoomFanout, abort_websocket
 from realtime.intake import SendIntake
 
 log = logging.getLogger("realtime.gateway")
@@ -85,6 +85,25 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     attachment frames, like any binary frame, are dropped as they arrive.
     """
 
+    def __init__(self, *args: Any, connect_timeout_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout_s = connect_timeout_s
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        # An Engine.IO session that never completes the Socket.IO connect is closed.
+        asyncio.get_running_loop().call_later(self.connect_timeout_s, self._expire, eio_sid)
+
+    def _expire(self, eio_sid: str) -> None:
+        if eio_sid not in self.eio.sockets or self.manager.sid_from_eio_sid(eio_sid, "/"):
+            return
+        metrics.UNAUTHENTICATED_CLOSED.inc()
+        abort_websocket(self, eio_sid)
+        task = asyncio.get_running_loop().create_task(self.eio.disconnect(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if isinstance(data, str) and not data.startswith(("5", "6")):
             await super()._handle_eio_message(eio_sid, data)
@@ -128,6 +147,7 @@ class Gateway:
             cors_allowed_origins=origins,
             cors_credentials=credentials,
             max_http_buffer_size=settings.max_payload_bytes,
+            connect_timeout_s=settings.connect_timeout_s,
             ping_interval=20,
             ping_timeout=20,
             logger=False,
@@ -137,6 +157,8 @@ class Gateway:
             settings.redis_url, redis, PacketWriter(self.sio, settings.max_outbound_packets)
         )
         self.conns: dict[str, Connection] = {}
+        # user -> this node's sockets of that user
+        self.sockets_of: dict[str, int] = {}
         # chat room -> sid -> user, for this node's sockets: presence heartbeats walk it.
         self.rooms: dict[str, dict[str, str]] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -233,11 +255,12 @@ class Gateway:
         auth = args[1] if len(args) > 1 else None
         try:
             identity = authenticate(auth, self.settings)
+            await self._admit(sid, identity.user)
         except ContractError as exc:
             metrics.ACKS.labels("connect", str(exc.code)).inc()
             metrics.ERRORS.labels(str(exc.code)).inc()
             refused = socketio.exceptions.ConnectionRefusedError(exc.message)
-            body = {"code": str(exc.code), "message": exc.message}
+            body = {"code": str(exc.code), "message": exc.message, **exc.extra}
             # The JS client exposes `data`; the Python client passes the whole object.
             refused.error_args = {**body, "data": body}
             raise refused from None
@@ -246,8 +269,25 @@ class Gateway:
             float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
         )
         self.conns[sid] = Connection(identity=identity, expires_at=expires_at)
+        self.sockets_of[identity.user] = self.sockets_of.get(identity.user, 0) + 1
         metrics.CONNECTIONS.inc()
         return None
+
+    async def _admit(self, sid: str, user: str) -> None:
+        """Refuse a user's socket past the per-node cap or the connect rate."""
+        cap = self.settings.max_sockets_per_user
+        if self.sockets_of.get(user, 0) >= cap:
+            raise ContractError(
+                ErrorCode.TOO_MANY_SOCKETS,
+                f"a user may have at most {cap} sockets on a node: close one before opening more",
+            )
+        try:
+            wait = await self.limiter.retry_after_ms("connect", user, sid)
+        except Exception:
+            # Redis trouble must not lock every user out: connects go unlimited meanwhile.
+            log.warning("connect rate limit unavailable", exc_info=True)
+            return
+        raise_if_limited("connect", wait)
 
     async def disconnect(self, sid: str, *_: Any) -> Ack | None:
         """Forget the socket and withdraw it from the presence of its rooms."""
@@ -258,6 +298,11 @@ class Gateway:
             return None
         metrics.CONNECTIONS.dec()
         user = conn.identity.user
+        left = self.sockets_of.get(user, 1) - 1
+        if left > 0:
+            self.sockets_of[user] = left
+        else:
+            self.sockets_of.pop(user, None)
         for room in list(conn.rooms):
             self._forget(room, sid)
             self.fanout.remove(room, sid)
@@ -468,6 +513,7 @@ class Gateway:
         """Leave a room (a no-op when not in it)."""
         request = parse(LeaveRequest, payload)
         room = request.room
+        await self.limiter.check("leave", conn.identity.user, sid)
         await self.sio.leave_room(sid, names.sio_room(room))
         if room in conn.rooms:
             conn.rooms.discard(room)

@@ -38,3 +38,7 @@ SLOW_CONSUMERS = Counter(
 BINARY_REFUSED = Counter(
     "chat_gateway_binary_refused_total", "Socket.IO binary packets and frames refused"
 )
+UNAUTHENTICATED_CLOSED = Counter(
+    "chat_gateway_unauthenticated_closed_total",
+    "Engine.IO sessions closed for not completing the Socket.IO connect in time",
+)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import socketio
+import websockets
 from realtime_client import Client, RawSocket, unique_room, until
 
 from chat.settings import Settings
@@ -28,7 +30,12 @@ pytestmark = pytest.mark.e2e
 LIMITS = {
     "CHAT_MAX_OUTBOUND_PACKETS": "40",
     "CHAT_MAX_REPLAY_MESSAGES": "10",
-    "CHAT_RATE_LIMITS": Settings().rate_limits.replace("replay.user=10:200", "replay.user=0.2:5"),
+    "CHAT_MAX_SOCKETS_PER_USER": "3",
+    "CHAT_CONNECT_TIMEOUT_S": "2",
+    "CHAT_RATE_LIMITS": Settings()
+    .rate_limits.replace("replay.user=10:200", "replay.user=0.2:5")
+    .replace("leave.socket=20:100", "leave.socket=0.2:5")
+    .replace("connect.user=10:60", "connect.user=0.2:6"),
 }
 
 
@@ -129,7 +136,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nobody_waits(
     room = unique_room("slow")
     ann = await _joined(clients, url0, "ann", room)
     bob = await _joined(clients, limited_url, "bob", room)
-    senders = [await _joined(clients, url0, f"s{i}", room) for i in range(10)]
+    senders = [await _joined(clients, url0, f"s{i}", room) for i in range(20)]
     # GIVEN a client on bob's node that joins the busy room, then never reads again
     slacker = await RawSocket.open(limited_url, "slacker")
     raws.append(slacker)
@@ -140,7 +147,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nobody_waits(
     # WHEN the room carries far more than the slacker's buffers and queue cap hold
     text = "\U0001f600" * 4000  # 16 KB of UTF-8 per message
     started = time.monotonic()
-    ids = await _send_all(senders, room, 40, text)
+    ids = await _send_all(senders, room, 20, text)
     total = len(ids)
 
     # THEN every other member, on either node, gets every message, in seq order
@@ -223,3 +230,84 @@ async def test_replay_is_capped_per_join_and_rejoins_are_rate_limited(
     total = len(ids) + len(more)
     await until(lambda: len(ann.seqs(room)) == total, "ann's messages")
     assert ann.seqs(room) == list(range(1, total + 1))
+
+
+async def _refused(url: str, user: str) -> dict[str, object]:
+    c = Client(user)
+    try:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await c.connect(url)
+    finally:
+        await c.close()
+    assert isinstance(c.refusal, dict), c.refusal
+    return c.refusal
+
+
+async def test_sockets_per_user_are_capped_and_connects_rate_limited(
+    limited_url: str, clients: list[Client]
+) -> None:
+    room = unique_room("caps")
+    ann = await _joined(clients, limited_url, "ann", room)
+    hog = f"hog-{uuid.uuid4().hex[:6]}"
+    mine = [await _joined(clients, limited_url, hog, room) for _ in range(3)]
+    # A fourth socket of the same user on the node is refused; others still connect.
+    refusal = await _refused(limited_url, hog)
+    assert refusal["code"] == "too_many_sockets" and refusal["message"], refusal
+    await _joined(clients, limited_url, f"other-{uuid.uuid4().hex[:6]}", room)
+    # Closing one makes room for one more.
+    await mine[0].close()
+    await asyncio.sleep(0.5)  # the node sees the close
+    mine[0] = await _joined(clients, limited_url, hog, room)
+
+    # Connects of one user are rate-limited (burst 6 here): open and close in a loop.
+    flapper = f"flap-{uuid.uuid4().hex[:6]}"
+    codes: list[object] = []
+    for _ in range(8):
+        c = Client(flapper)
+        try:
+            await c.connect(limited_url)
+            codes.append("ok")
+        except socketio.exceptions.ConnectionError:
+            assert isinstance(c.refusal, dict), c.refusal
+            codes.append(c.refusal["code"])
+            assert int(str(c.refusal["retry_after_ms"])) > 0, c.refusal
+        finally:
+            await c.close()
+    assert codes[:6] == ["ok"] * 6 and codes[6:] == ["rate_limited"] * 2, codes
+
+    # Meanwhile every message of the room still reaches everyone.
+    ids = await _send_all([ann, mine[1]], room, 5, "fine")
+    for reader in (ann, *mine):
+        await until(lambda r=reader: len(r.seqs(room)) >= len(ids), f"{reader.user}'s messages")
+
+
+async def test_leave_is_rate_limited(limited_url: str, clients: list[Client]) -> None:
+    room = unique_room("leave")
+    ann = await _joined(clients, limited_url, "ann", room)
+    churner = await _joined(clients, limited_url, f"churn-{uuid.uuid4().hex[:6]}", room)
+    acks = []
+    for _ in range(7):
+        acks.append(await churner.call("leave", {"room": room}))
+    codes = [a["ok"] or a["error"]["code"] for a in acks]
+    assert codes[:5] == [True] * 5 and set(codes[5:]) == {"rate_limited"}, codes
+    ids = await _send_all([ann], room, 5, "still")
+    await until(lambda: len(ann.seqs(room)) == len(ids), "ann's messages")
+
+
+async def test_a_session_that_never_connects_socketio_is_closed(
+    limited_url: str, clients: list[Client]
+) -> None:
+    room = unique_room("idle")
+    ann = await _joined(clients, limited_url, "ann", room)
+    port = limited_url.rsplit(":", 1)[1]
+    url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(url, ping_interval=None) as idle:
+        assert str(await idle.recv()).startswith("0")
+        started = time.monotonic()
+        # The server pings every 20 s: the only way it ends within a few is the connect timeout.
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(8):
+                while True:
+                    await idle.recv()
+        assert time.monotonic() - started < 6
+    assert (await ann.call("typing", {"room": room, "typing": True}))["ok"] is True
