@@ -60,6 +60,9 @@ class Settings:
     # (a crashed node's) is dropped, so the TTL plus one heartbeat bounds how long it lingers.
     presence_heartbeat_s: int = 3
     presence_ttl_s: int = 10
+    # A node announces a room's presence at most once per this interval (later changes in it
+    # become one announcement at its end); 0 announces every change.
+    presence_coalesce_ms: int = 250
     # Limits held in Redis across nodes, comma-separated "<event>.<user|socket>=<per s>:<burst>".
     # "http.user" limits each caller of the HTTP functions (429 with retry_after_ms).
     rate_limits: str = (
@@ -88,6 +91,8 @@ class Settings:
             raise ValueError("CHAT_JWT_SECRET must hold at least 32 bytes for HS256 (RFC 7518)")
         if self.dedup_ttl_s <= 0 or self.recent_log_len <= 0:
             raise ValueError("dedup_ttl_s and recent_log_len must be positive")
+        if self.presence_coalesce_ms < 0:
+            raise ValueError("presence_coalesce_ms must be >= 0 (0: announce every change)")
         if not 0 < 2 * self.presence_heartbeat_s < self.presence_ttl_s:
             raise ValueError("presence_ttl_s must exceed two presence heartbeats (both positive)")
         if self.environment != "dev" and "*" in self.cors_origins:

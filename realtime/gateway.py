@@ -162,6 +162,9 @@ class Gateway:
         # chat room -> sid -> user, for this node's sockets: presence heartbeats walk it.
         self.rooms: dict[str, dict[str, str]] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
+        # Rooms within their presence quiet interval -> whether a change waits for its end.
+        self._presence_quiet: dict[str, bool] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.sio.on("connect", self.connect)
         self.sio.on("disconnect", self.disconnect)
         self.sio.on("join", self._event("join", self.join))
@@ -192,7 +195,7 @@ class Gateway:
             if members:
                 async with asyncio.timeout(_STOP_TIMEOUT_S):
                     for snapshot in await self.presence.remove_all(members):
-                        await self._announce(snapshot, "leave")
+                        await self._announce(snapshot, "leave", coalesce=False)
         except Exception:
             # Peers drop these members when their TTL passes, as for a crashed node.
             log.warning("could not withdraw presence on stop", exc_info=True)
@@ -343,13 +346,49 @@ class Gateway:
 
     # ----- presence -----
 
-    async def _announce(self, snapshot: Snapshot, cause: str) -> None:
-        """Tell every node's members of a room who is in it, when that changed."""
-        if snapshot.changed:
-            metrics.PRESENCE_CHANGES.labels(cause).inc()
-            await self.fanout.publish(
-                snapshot.room, "presence", {"room": snapshot.room, "users": snapshot.users}
-            )
+    async def _announce(self, snapshot: Snapshot, cause: str, coalesce: bool = True) -> bool:
+        """Tell every node's members of a room who is in it, when that changed.
+
+        At most one announcement per room per ``presence_coalesce_ms`` from this node: the
+        first change goes out at once, later ones in that interval become one announcement of
+        the room's users as Redis holds them at its end. True when this one went out now.
+        """
+        if not snapshot.changed:
+            return False
+        metrics.PRESENCE_CHANGES.labels(cause).inc()
+        room = snapshot.room
+        interval_s = self.settings.presence_coalesce_ms / 1000
+        if coalesce and interval_s > 0:
+            if room in self._presence_quiet:
+                self._presence_quiet[room] = True  # announced when the interval ends
+                metrics.PRESENCE_COALESCED.inc()
+                return False
+            self._presence_quiet[room] = False
+            asyncio.get_running_loop().call_later(interval_s, self._presence_due, room)
+        await self._publish_presence(room, snapshot.users)
+        return True
+
+    async def _publish_presence(self, room: str, users: list[str]) -> None:
+        await self.fanout.publish(room, "presence", {"room": room, "users": users})
+
+    def _presence_due(self, room: str) -> None:
+        if not self._presence_quiet.pop(room, False):
+            return
+        # Changes came in the interval: announce the room as it is now, then stay quiet again.
+        self._presence_quiet[room] = False
+        asyncio.get_running_loop().call_later(
+            self.settings.presence_coalesce_ms / 1000, self._presence_due, room
+        )
+        task = asyncio.get_running_loop().create_task(self._announce_current(room))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce_current(self, room: str) -> None:
+        try:
+            await self._publish_presence(room, await self.presence.users(room))
+        except Exception:
+            # The next change or the heartbeat's expiry check announces the room again.
+            log.warning("coalesced presence announcement failed", exc_info=True)
 
     def _members_by_room(self, rooms: Iterable[str] | None = None) -> dict[str, list[str]]:
         chosen = self.rooms if rooms is None else {r: self.rooms[r] for r in rooms}
@@ -474,9 +513,7 @@ class Gateway:
             # Its disconnect's removal may have reached Redis first: remove it again.
             await self.presence.leave(room, sid, user)
             return
-        if snapshot.changed:
-            await self._announce(snapshot, "join")
-        else:
+        if not await self._announce(snapshot, "join"):
             self.fanout.emit_to(sid, "presence", {"room": room, "users": snapshot.users})
 
     async def _replay(self, sid: str, room: str, since: int) -> tuple[int, bool, int]:

@@ -42,3 +42,7 @@ UNAUTHENTICATED_CLOSED = Counter(
     "chat_gateway_unauthenticated_closed_total",
     "Engine.IO sessions closed for not completing the Socket.IO connect in time",
 )
+PRESENCE_COALESCED = Counter(
+    "chat_gateway_presence_coalesced_total",
+    "Presence changes folded into a later announcement of their room",
+)

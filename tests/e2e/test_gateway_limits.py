@@ -32,6 +32,7 @@ LIMITS = {
     "CHAT_MAX_REPLAY_MESSAGES": "10",
     "CHAT_MAX_SOCKETS_PER_USER": "3",
     "CHAT_CONNECT_TIMEOUT_S": "2",
+    "CHAT_PRESENCE_COALESCE_MS": "500",
     "CHAT_RATE_LIMITS": Settings()
     .rate_limits.replace("replay.user=10:200", "replay.user=0.2:5")
     .replace("leave.socket=20:100", "leave.socket=0.2:5")
@@ -102,7 +103,18 @@ def _metric(url: str, name: str) -> float:
     return total
 
 
-async def _joined(made: list[Client], url: str, user: str, room: str) -> Client:
+def _name(prefix: str) -> str:
+    """A user name of this test alone: rate-limit buckets are per user and shared by all nodes,
+    and this node spends them at its own (smaller) rates."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def _joined(made: list[Client], url: str, prefix: str, room: str) -> Client:
+    """A new user's socket, in ``room``."""
+    return await _joined_as(made, url, _name(prefix), room)
+
+
+async def _joined_as(made: list[Client], url: str, user: str, room: str) -> Client:
     c = Client(user)
     made.append(c)
     await c.connect(url)
@@ -138,10 +150,10 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nobody_waits(
     bob = await _joined(clients, limited_url, "bob", room)
     senders = [await _joined(clients, url0, f"s{i}", room) for i in range(20)]
     # GIVEN a client on bob's node that joins the busy room, then never reads again
-    slacker = await RawSocket.open(limited_url, "slacker")
+    slacker = await RawSocket.open(limited_url, slacker_name := _name("slacker"))
     raws.append(slacker)
     assert (await slacker.call("join", {"room": room}))["ok"] is True
-    await until(lambda: "slacker" in (ann.users(room) or []), "the slacker's presence")
+    await until(lambda: slacker_name in (ann.users(room) or []), "the slacker's presence")
     cut_before = _metric(limited_url, "chat_gateway_slow_consumers_total")
 
     # WHEN the room carries far more than the slacker's buffers and queue cap hold
@@ -157,7 +169,9 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nobody_waits(
     took = time.monotonic() - started
     # AND the slacker was cut off as a slow consumer, its presence withdrawn
     assert _metric(limited_url, "chat_gateway_slow_consumers_total") >= cut_before + 1
-    await until(lambda: "slacker" not in (ann.users(room) or ["slacker"]), "slacker's removal")
+    await until(
+        lambda: slacker_name not in (ann.users(room) or [slacker_name]), "slacker's removal"
+    )
     # AND its node still serves: bob sends and everyone gets it
     ack = await bob.call("send", {"room": room, "text": "still here", "client_msg_id": "after"})
     assert ack["ok"] is True, ack
@@ -171,7 +185,7 @@ async def test_binary_attachments_are_refused_and_never_kept(
     room = unique_room("bin")
     ann = await _joined(clients, full_stack.endpoints()["ws_urls"][0], "ann", room)
     bob = await _joined(clients, limited_url, "bob", room)
-    mallory = await RawSocket.open(limited_url, "mallory")
+    mallory = await RawSocket.open(limited_url, _name("mallory"))
     raws.append(mallory)
     assert (await mallory.call("join", {"room": room}))["ok"] is True
     refused_before = _metric(limited_url, "chat_gateway_binary_refused_total")
@@ -206,7 +220,7 @@ async def test_replay_is_capped_per_join_and_rejoins_are_rate_limited(
     await until(lambda: len(ann.seqs(room)) == 26, "the backlog")
 
     # A join from the start replays only the newest 10, and says the rest is a gap.
-    rejoiner = Client(f"rejoin-{uuid.uuid4().hex[:6]}")
+    rejoiner = Client(_name("rejoin"))
     clients.append(rejoiner)
     await rejoiner.connect(limited_url)
     ack = await rejoiner.call("join", {"room": room, "since_seq": 0})
@@ -248,19 +262,20 @@ async def test_sockets_per_user_are_capped_and_connects_rate_limited(
 ) -> None:
     room = unique_room("caps")
     ann = await _joined(clients, limited_url, "ann", room)
-    hog = f"hog-{uuid.uuid4().hex[:6]}"
-    mine = [await _joined(clients, limited_url, hog, room) for _ in range(3)]
+    first = await _joined(clients, limited_url, "hog", room)
+    hog = first.user
+    mine = [first, *[await _joined_as(clients, limited_url, hog, room) for _ in range(2)]]
     # A fourth socket of the same user on the node is refused; others still connect.
     refusal = await _refused(limited_url, hog)
     assert refusal["code"] == "too_many_sockets" and refusal["message"], refusal
-    await _joined(clients, limited_url, f"other-{uuid.uuid4().hex[:6]}", room)
+    await _joined(clients, limited_url, "other", room)
     # Closing one makes room for one more.
     await mine[0].close()
     await asyncio.sleep(0.5)  # the node sees the close
-    mine[0] = await _joined(clients, limited_url, hog, room)
+    mine[0] = await _joined_as(clients, limited_url, hog, room)
 
     # Connects of one user are rate-limited (burst 6 here): open and close in a loop.
-    flapper = f"flap-{uuid.uuid4().hex[:6]}"
+    flapper = _name("flap")
     codes: list[object] = []
     for _ in range(8):
         c = Client(flapper)
@@ -284,7 +299,7 @@ async def test_sockets_per_user_are_capped_and_connects_rate_limited(
 async def test_leave_is_rate_limited(limited_url: str, clients: list[Client]) -> None:
     room = unique_room("leave")
     ann = await _joined(clients, limited_url, "ann", room)
-    churner = await _joined(clients, limited_url, f"churn-{uuid.uuid4().hex[:6]}", room)
+    churner = await _joined(clients, limited_url, "churn", room)
     acks = []
     for _ in range(7):
         acks.append(await churner.call("leave", {"room": room}))
@@ -311,3 +326,46 @@ async def test_a_session_that_never_connects_socketio_is_closed(
                     await idle.recv()
         assert time.monotonic() - started < 6
     assert (await ann.call("typing", {"room": room, "typing": True}))["ok"] is True
+
+
+async def test_presence_is_coalesced_per_room_and_joiners_get_the_full_list(
+    limited_url: str, clients: list[Client]
+) -> None:
+    room = unique_room("churn")
+    ann = await _joined(clients, limited_url, "ann", room)
+    bob = await _joined(clients, limited_url, "bob", room)
+    churners = []
+    for i in range(10):
+        c = Client(_name(f"churn{i}"))
+        clients.append(c)
+        await c.connect(limited_url)
+        churners.append(c)
+    await asyncio.sleep(1.0)  # past the quiet interval of the two joins above
+    before = len(ann.got("presence", room))
+
+    async def churn(c: Client) -> None:
+        for _ in range(2):
+            assert (await c.call("join", {"room": room}))["ok"] is True
+            assert (await c.call("leave", {"room": room}))["ok"] is True
+
+    # WHEN 10 users join and leave twice each (40 changes) while ann and bob talk
+    started = time.monotonic()
+    ids, *_ = await asyncio.gather(
+        _send_all([ann, bob], room, 10, "talk"), *(churn(c) for c in churners)
+    )
+    churned = time.monotonic() - started
+    # THEN the room ends up announced as it is, in far fewer events than changes
+    settled = sorted([ann.user, bob.user])
+    await until(lambda: sorted(ann.users(room) or []) == settled, "the settled presence")
+    await asyncio.sleep(1.0)  # any trailing announcement
+    events = len(ann.got("presence", room)) - before
+    assert 1 <= events <= churned / 0.5 + 3 and events < 20, (events, churned)
+    assert sorted(ann.users(room) or []) == settled
+    # AND a joiner right after a change still gets the full list at once
+    late = churners[0]
+    seen = len(late.got("presence", room))
+    assert (await late.call("join", {"room": room}))["ok"] is True
+    await until(lambda: len(late.got("presence", room)) > seen, "the joiner's presence")
+    assert sorted(late.got("presence", room)[seen]["users"]) == sorted([*settled, late.user])
+    for reader in (ann, bob):
+        await until(lambda r=reader: len(r.seqs(room)) == len(ids), f"{reader.user}'s messages")
