@@ -39,6 +39,16 @@ class Settings:
     # A 4,000-character message of 4-byte characters, JSON-escaped, still fits.
     max_payload_bytes: int = 64 * 1024
     max_rooms_per_socket: int = 100
+    # A socket whose outgoing Engine.IO queue holds this many packets (a client that stopped
+    # reading) is cut off as a slow consumer, so its backlog never grows without bound.
+    max_outbound_packets: int = 1000
+    # A join with ``since_seq`` replays at most this many messages (the newest); older ones are
+    # reported as ``gap: true`` and the client pages them from history.
+    max_replay_messages: int = 500
+    # Sockets one user may hold on one gateway node; more are refused (too_many_sockets).
+    max_sockets_per_user: int = 20
+    # An Engine.IO session that has not completed the Socket.IO connect by then is closed.
+    connect_timeout_s: int = 10
     # Browser origins allowed to open sockets, comma-separated (https://chat.example.com). Empty
     # (the default): none, so no page of another site can use a visitor's session. "*" is for
     # dev only: it accepts every origin.
@@ -50,10 +60,14 @@ class Settings:
     # (a crashed node's) is dropped, so the TTL plus one heartbeat bounds how long it lingers.
     presence_heartbeat_s: int = 3
     presence_ttl_s: int = 10
+    # A node announces a room's presence at most once per this interval (later changes in it
+    # become one announcement at its end); 0 announces every change.
+    presence_coalesce_ms: int = 250
     # Limits held in Redis across nodes, comma-separated "<event>.<user|socket>=<per s>:<burst>".
     # "http.user" limits each caller of the HTTP functions (429 with retry_after_ms).
     rate_limits: str = (
-        "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,http.user=50:100"
+        "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,"
+        "replay.user=10:200,leave.socket=20:100,connect.user=10:60,http.user=50:100"
     )
     # HTTP function requests: bodies larger than this are refused (413) before they are read,
     # JSON bodies nested deeper than this are refused (400).
@@ -77,6 +91,8 @@ class Settings:
             raise ValueError("CHAT_JWT_SECRET must hold at least 32 bytes for HS256 (RFC 7518)")
         if self.dedup_ttl_s <= 0 or self.recent_log_len <= 0:
             raise ValueError("dedup_ttl_s and recent_log_len must be positive")
+        if self.presence_coalesce_ms < 0:
+            raise ValueError("presence_coalesce_ms must be >= 0 (0: announce every change)")
         if not 0 < 2 * self.presence_heartbeat_s < self.presence_ttl_s:
             raise ValueError("presence_ttl_s must exceed two presence heartbeats (both positive)")
         if self.environment != "dev" and "*" in self.cors_origins:
@@ -95,6 +111,19 @@ class Settings:
             raise ValueError(
                 "http_max_body_bytes, http_max_json_depth and "
                 "postgres_statement_timeout_ms must be positive"
+            )
+        if (
+            min(
+                self.max_outbound_packets,
+                self.max_replay_messages,
+                self.max_sockets_per_user,
+                self.connect_timeout_s,
+            )
+            <= 0
+        ):
+            raise ValueError(
+                "max_outbound_packets, max_replay_messages, max_sockets_per_user and "
+                "connect_timeout_s must be positive"
             )
         if self.retention_days < 0 or self.retention_batch <= 0:
             raise ValueError("retention_days must be >= 0 (0: keep all), retention_batch > 0")

@@ -39,6 +39,8 @@ _RECONNECT_BASE_S = 0.1
 _RECONNECT_CAP_S = 5.0
 # The ``"ts":"`` field closes a message's JSON: found from the end without parsing the packet.
 _TS_MARK = '"ts":"'
+# Slow-consumer closes in flight (the loop keeps only weak references to tasks).
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 class PacketWriter:
@@ -51,8 +53,11 @@ class PacketWriter:
     python-socketio and python-engineio.
     """
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, max_queued: int = 1000) -> None:
         self.sio = sio
+        # A socket whose queue holds this many packets has stopped reading: it is cut off.
+        self.max_queued = max_queued
+        self._cut: set[str] = set()
 
     @staticmethod
     def engineio_packet(packet: str) -> eio_packet.Packet:
@@ -69,13 +74,61 @@ class PacketWriter:
         socket = self.sio.eio.sockets.get(eio_sid)
         if socket is None or socket.closed or socket.closing:
             return False
+        if socket.queue.qsize() >= self.max_queued:
+            self.cut_off(eio_sid, socket)
+            return False
         socket.queue.put_nowait(pkt)
         return True
+
+    def cut_off(self, eio_sid: str, socket: Any) -> None:
+        """Disconnect a slow consumer: its backlog is dropped, nobody else waits for it.
+
+        Its writer is blocked on a full connection, so the connection itself is aborted when the
+        ASGI server exposes it (uvicorn does); the Engine.IO close then runs the usual
+        disconnect (presence, rooms) with the reason ``slow_consumer``.
+        """
+        if eio_sid in self._cut:
+            return
+        self._cut.add(eio_sid)
+        metrics.SLOW_CONSUMERS.inc()
+        metrics.ERRORS.labels("slow_consumer").inc()
+        log.warning(
+            "cut off a slow consumer",
+            extra={"eio_sid": eio_sid, "queued": socket.queue.qsize(), "reason": "slow_consumer"},
+        )
+        abort_websocket(self.sio, eio_sid)
+
+        async def close() -> None:
+            try:
+                await socket.close(wait=False, abort=True, reason="slow_consumer")
+            finally:
+                self._cut.discard(eio_sid)
+
+        task = asyncio.get_running_loop().create_task(close())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
     def write_to(self, sid: str, packet: str) -> bool:
         """Queue a Socket.IO packet for one socket of this node, by its Socket.IO sid."""
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         return eio_sid is not None and self.write(eio_sid, self.engineio_packet(packet))
+
+
+def abort_websocket(sio: socketio.AsyncServer, eio_sid: str) -> bool:
+    """Abort the WebSocket connection of an Engine.IO session at once, buffered data and all.
+
+    A close would wait for a peer that does not read. The connection is reached through the
+    ASGI server's ``send`` (uvicorn's protocol object holds the transport); False when that
+    is not possible (long-polling, another server): then only the Engine.IO close applies.
+    """
+    environ: dict[str, Any] = getattr(sio, "environ", {}).get(eio_sid) or {}
+    if (environ.get("asgi.scope") or {}).get("type") != "websocket":
+        return False
+    transport = getattr(getattr(environ.get("asgi.send"), "__self__", None), "transport", None)
+    if transport is None or not hasattr(transport, "abort"):
+        return False
+    transport.abort()
+    return True
 
 
 @dataclass(slots=True)

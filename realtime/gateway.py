@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
+from socketio import packet as sio_packet
 
 from chat import frames, names
 from chat.auth import Identity, authenticate, authorize_room
@@ -34,7 +36,7 @@ from chat.presence import Presence, Snapshot, parse_member
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.settings import Settings
 from realtime import metrics
-from realtime.fanout import PacketWriter, RoomFanout
+from realtime.fanout import PacketWriter, RoomFanout, abort_websocket
 from realtime.intake import SendIntake
 
 log = logging.getLogger("realtime.gateway")
@@ -69,6 +71,63 @@ def socket_origins(setting: str) -> tuple[str | list[str] | None, bool]:
     return (listed or None), True
 
 
+# A Socket.IO binary event or ack: ``5<attachments>-[/namespace,][id]<json>``.
+_BINARY_HEADER = re.compile(r"[56]([0-9]+)-(?:(/[^,\[]*),)?([0-9]*)")
+_BINARY_REFUSED = "binary attachments are not supported: send text fields as JSON strings"
+
+
+class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, refusing binary packets before their attachments are kept.
+
+    python-socketio keeps a binary event's header and then every attachment frame the client
+    sends until the declared count is reached; the contract has no binary payloads. Here a
+    binary event gets an error ack (when it asks for one) and nothing of it is kept: its
+    attachment frames, like any binary frame, are dropped as they arrive.
+    """
+
+    def __init__(self, *args: Any, connect_timeout_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_timeout_s = connect_timeout_s
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        # An Engine.IO session that never completes the Socket.IO connect is closed.
+        asyncio.get_running_loop().call_later(self.connect_timeout_s, self._expire, eio_sid)
+
+    def _expire(self, eio_sid: str) -> None:
+        if eio_sid not in self.eio.sockets or self.manager.sid_from_eio_sid(eio_sid, "/"):
+            return
+        metrics.UNAUTHENTICATED_CLOSED.inc()
+        abort_websocket(self, eio_sid)
+        task = asyncio.get_running_loop().create_task(self.eio.disconnect(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if isinstance(data, str) and not data.startswith(("5", "6")):
+            await super()._handle_eio_message(eio_sid, data)
+            return
+        metrics.BINARY_REFUSED.inc()
+        if not isinstance(data, str):
+            return
+        metrics.ERRORS.labels(str(ErrorCode.BINARY_NOT_SUPPORTED)).inc()
+        header = _BINARY_HEADER.match(data)
+        if header is None or not header.group(3) or data[0] != "5":
+            return
+        namespace = header.group(2) or "/"
+        if self.manager.sid_from_eio_sid(eio_sid, namespace) is None:
+            return
+        metrics.ACKS.labels("binary", str(ErrorCode.BINARY_NOT_SUPPORTED)).inc()
+        refusal = error_ack(ErrorCode.BINARY_NOT_SUPPORTED, _BINARY_REFUSED)
+        await self._send_packet(
+            eio_sid,
+            self.packet_class(
+                sio_packet.ACK, namespace=namespace, data=[refusal], id=int(header.group(3))
+            ),
+        )
+
+
 class Gateway:
     """Owns the Socket.IO server of this node and the state of its sockets."""
 
@@ -82,22 +141,30 @@ class Gateway:
         # their sharded channels (RoomFanout), not through a Socket.IO message queue.
         self.manager = socketio.AsyncManager()
         origins, credentials = socket_origins(settings.cors_origins)
-        self.sio = socketio.AsyncServer(
+        self.sio = GatewayServer(
             async_mode="asgi",
             client_manager=self.manager,
             cors_allowed_origins=origins,
             cors_credentials=credentials,
             max_http_buffer_size=settings.max_payload_bytes,
+            connect_timeout_s=settings.connect_timeout_s,
             ping_interval=20,
             ping_timeout=20,
             logger=False,
             engineio_logger=False,
         )
-        self.fanout = RoomFanout(settings.redis_url, redis, PacketWriter(self.sio))
+        self.fanout = RoomFanout(
+            settings.redis_url, redis, PacketWriter(self.sio, settings.max_outbound_packets)
+        )
         self.conns: dict[str, Connection] = {}
+        # user -> this node's sockets of that user
+        self.sockets_of: dict[str, int] = {}
         # chat room -> sid -> user, for this node's sockets: presence heartbeats walk it.
         self.rooms: dict[str, dict[str, str]] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
+        # Rooms within their presence quiet interval -> whether a change waits for its end.
+        self._presence_quiet: dict[str, bool] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.sio.on("connect", self.connect)
         self.sio.on("disconnect", self.disconnect)
         self.sio.on("join", self._event("join", self.join))
@@ -128,7 +195,7 @@ class Gateway:
             if members:
                 async with asyncio.timeout(_STOP_TIMEOUT_S):
                     for snapshot in await self.presence.remove_all(members):
-                        await self._announce(snapshot, "leave")
+                        await self._announce(snapshot, "leave", coalesce=False)
         except Exception:
             # Peers drop these members when their TTL passes, as for a crashed node.
             log.warning("could not withdraw presence on stop", exc_info=True)
@@ -191,11 +258,12 @@ class Gateway:
         auth = args[1] if len(args) > 1 else None
         try:
             identity = authenticate(auth, self.settings)
+            await self._admit(sid, identity.user)
         except ContractError as exc:
             metrics.ACKS.labels("connect", str(exc.code)).inc()
             metrics.ERRORS.labels(str(exc.code)).inc()
             refused = socketio.exceptions.ConnectionRefusedError(exc.message)
-            body = {"code": str(exc.code), "message": exc.message}
+            body = {"code": str(exc.code), "message": exc.message, **exc.extra}
             # The JS client exposes `data`; the Python client passes the whole object.
             refused.error_args = {**body, "data": body}
             raise refused from None
@@ -204,8 +272,25 @@ class Gateway:
             float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
         )
         self.conns[sid] = Connection(identity=identity, expires_at=expires_at)
+        self.sockets_of[identity.user] = self.sockets_of.get(identity.user, 0) + 1
         metrics.CONNECTIONS.inc()
         return None
+
+    async def _admit(self, sid: str, user: str) -> None:
+        """Refuse a user's socket past the per-node cap or the connect rate."""
+        cap = self.settings.max_sockets_per_user
+        if self.sockets_of.get(user, 0) >= cap:
+            raise ContractError(
+                ErrorCode.TOO_MANY_SOCKETS,
+                f"a user may have at most {cap} sockets on a node: close one before opening more",
+            )
+        try:
+            wait = await self.limiter.retry_after_ms("connect", user, sid)
+        except Exception:
+            # Redis trouble must not lock every user out: connects go unlimited meanwhile.
+            log.warning("connect rate limit unavailable", exc_info=True)
+            return
+        raise_if_limited("connect", wait)
 
     async def disconnect(self, sid: str, *_: Any) -> Ack | None:
         """Forget the socket and withdraw it from the presence of its rooms."""
@@ -216,6 +301,11 @@ class Gateway:
             return None
         metrics.CONNECTIONS.dec()
         user = conn.identity.user
+        left = self.sockets_of.get(user, 1) - 1
+        if left > 0:
+            self.sockets_of[user] = left
+        else:
+            self.sockets_of.pop(user, None)
         for room in list(conn.rooms):
             self._forget(room, sid)
             self.fanout.remove(room, sid)
@@ -256,13 +346,49 @@ class Gateway:
 
     # ----- presence -----
 
-    async def _announce(self, snapshot: Snapshot, cause: str) -> None:
-        """Tell every node's members of a room who is in it, when that changed."""
-        if snapshot.changed:
-            metrics.PRESENCE_CHANGES.labels(cause).inc()
-            await self.fanout.publish(
-                snapshot.room, "presence", {"room": snapshot.room, "users": snapshot.users}
-            )
+    async def _announce(self, snapshot: Snapshot, cause: str, coalesce: bool = True) -> bool:
+        """Tell every node's members of a room who is in it, when that changed.
+
+        At most one announcement per room per ``presence_coalesce_ms`` from this node: the
+        first change goes out at once, later ones in that interval become one announcement of
+        the room's users as Redis holds them at its end. True when this one went out now.
+        """
+        if not snapshot.changed:
+            return False
+        metrics.PRESENCE_CHANGES.labels(cause).inc()
+        room = snapshot.room
+        interval_s = self.settings.presence_coalesce_ms / 1000
+        if coalesce and interval_s > 0:
+            if room in self._presence_quiet:
+                self._presence_quiet[room] = True  # announced when the interval ends
+                metrics.PRESENCE_COALESCED.inc()
+                return False
+            self._presence_quiet[room] = False
+            asyncio.get_running_loop().call_later(interval_s, self._presence_due, room)
+        await self._publish_presence(room, snapshot.users)
+        return True
+
+    async def _publish_presence(self, room: str, users: list[str]) -> None:
+        await self.fanout.publish(room, "presence", {"room": room, "users": users})
+
+    def _presence_due(self, room: str) -> None:
+        if not self._presence_quiet.pop(room, False):
+            return
+        # Changes came in the interval: announce the room as it is now, then stay quiet again.
+        self._presence_quiet[room] = False
+        asyncio.get_running_loop().call_later(
+            self.settings.presence_coalesce_ms / 1000, self._presence_due, room
+        )
+        task = asyncio.get_running_loop().create_task(self._announce_current(room))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce_current(self, room: str) -> None:
+        try:
+            await self._publish_presence(room, await self.presence.users(room))
+        except Exception:
+            # The next change or the heartbeat's expiry check announces the room again.
+            log.warning("coalesced presence announcement failed", exc_info=True)
 
     def _members_by_room(self, rooms: Iterable[str] | None = None) -> dict[str, list[str]]:
         chosen = self.rooms if rooms is None else {r: self.rooms[r] for r in rooms}
@@ -321,6 +447,9 @@ class Gateway:
                 f"a socket may join at most {self.settings.max_rooms_per_socket} rooms",
             )
         await self.limiter.check("join", user, sid)
+        if request.since_seq is not None:
+            # Each replay may emit up to max_replay_messages: rejoin loops are limited apart.
+            await self.limiter.check("replay", user, sid)
         was_member = room in conn.rooms
         # The node's subscription to the room comes first: once the socket is in the room,
         # every frame published from then on reaches it.
@@ -384,17 +513,25 @@ class Gateway:
             # Its disconnect's removal may have reached Redis first: remove it again.
             await self.presence.leave(room, sid, user)
             return
-        if snapshot.changed:
-            await self._announce(snapshot, "join")
-        else:
+        if not await self._announce(snapshot, "join"):
             self.fanout.emit_to(sid, "presence", {"room": room, "users": snapshot.users})
 
     async def _replay(self, sid: str, room: str, since: int) -> tuple[int, bool, int]:
-        """Emit the recent log after ``since``; return (last_seq, gap, last seq sent)."""
+        """Emit the recent log after ``since``; return (last_seq, gap, last seq sent).
+
+        At most ``max_replay_messages``, the newest: anything older is a gap the client pages
+        from history, as when the capped log no longer holds it.
+        """
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(names.seq_key(room))
-            pipe.xrange(names.recent_log_key(room), f"({since}-0", "+")
-            raw_last, entries = await pipe.execute()
+            pipe.xrevrange(
+                names.recent_log_key(room),
+                "+",
+                f"({since}-0",
+                count=self.settings.max_replay_messages,
+            )
+            raw_last, newest_first = await pipe.execute()
+        entries = reversed(newest_first)
         last_seq = int(raw_last or 0)
         sent = since
         gap = False
@@ -413,6 +550,7 @@ class Gateway:
         """Leave a room (a no-op when not in it)."""
         request = parse(LeaveRequest, payload)
         room = request.room
+        await self.limiter.check("leave", conn.identity.user, sid)
         await self.sio.leave_room(sid, names.sio_room(room))
         if room in conn.rooms:
             conn.rooms.discard(room)

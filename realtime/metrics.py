@@ -31,3 +31,18 @@ FANOUT_REPAIRED = Counter(
     "chat_gateway_fanout_repaired_total",
     "Messages delivered from the recent log to repair a gap in a room's frames",
 )
+SLOW_CONSUMERS = Counter(
+    "chat_gateway_slow_consumers_total",
+    "Sockets cut off because their outgoing queue reached CHAT_MAX_OUTBOUND_PACKETS",
+)
+BINARY_REFUSED = Counter(
+    "chat_gateway_binary_refused_total", "Socket.IO binary packets and frames refused"
+)
+UNAUTHENTICATED_CLOSED = Counter(
+    "chat_gateway_unauthenticated_closed_total",
+    "Engine.IO sessions closed for not completing the Socket.IO connect in time",
+)
+PRESENCE_COALESCED = Counter(
+    "chat_gateway_presence_coalesced_total",
+    "Presence changes folded into a later announcement of their room",
+)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
+import socket
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
 import pytest
 import socketio
+from websockets.asyncio.client import ClientConnection, connect
 
 from devstack import Stack
 
@@ -111,3 +116,67 @@ async def until(check: Callable[[], bool], what: str, deadline_s: float = DEADLI
             pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
         await asyncio.sleep(0.05)
     return time.monotonic() - start
+
+
+class RawSocket:
+    """A bare Engine.IO/Socket.IO client over one WebSocket, reading only when told to.
+
+    Its receive buffer is made small, so a socket that stops reading backs up into the server
+    within a few hundred kilobytes, as a stalled phone or a hostile client does.
+    """
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._ids = itertools.count()
+
+    @classmethod
+    async def open(cls, url: str, user: str, recv_buffer: int = 4096) -> RawSocket:
+        """Handshake and connect the default namespace with dev auth."""
+        parts = urlsplit(url)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        ws = await connect(
+            f"ws://{parts.netloc}/socket.io/?EIO=4&transport=websocket",
+            sock=sock,
+            compression=None,
+            ping_interval=None,
+            max_queue=1,
+            max_size=1 << 20,
+            open_timeout=10,
+        )
+        opened = str(await ws.recv())
+        assert opened.startswith("0"), opened
+        await ws.send("40" + json.dumps({"user": user}))
+        reply = str(await ws.recv())
+        assert reply.startswith("40"), reply
+        return cls(ws)
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Send one WebSocket message as it is."""
+        await self.ws.send(frame)
+
+    async def emit(self, event: str, payload: Any) -> int:
+        """Emit an event asking for an ack; return the ack id (read it with ``ack``)."""
+        ack_id = next(self._ids)
+        await self.ws.send(f"42{ack_id}" + json.dumps([event, payload]))
+        return ack_id
+
+    async def ack(self, ack_id: int, timeout: float = 10) -> Any:
+        """Read until the ack ``ack_id`` arrives (answering pings, dropping events)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                text = str(await self.ws.recv())
+                if text == "2":
+                    await self.ws.send("3")
+                elif text.startswith(f"43{ack_id}["):
+                    return json.loads(text[len(f"43{ack_id}") :])[0]
+
+    async def call(self, event: str, payload: Any, timeout: float = 10) -> Any:
+        """Emit and wait for the ack."""
+        return await self.ack(await self.emit(event, payload), timeout)
+
+    async def close(self) -> None:
+        """Close without waiting for the server (it may be the one cut off)."""
+        self.ws.transport.abort()

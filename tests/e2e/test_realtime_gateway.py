@@ -317,7 +317,7 @@ BAD_SHAPES: list[tuple[str, tuple[Any, ...], str]] = [
     ("join", ({"room": "ok", "since_seq": "3"},), "invalid_payload"),
     ("join", (["room", "ok"],), "invalid_payload"),
     ("join", ({"room": "ok"}, {"room": "two"}), "invalid_payload"),
-    ("join", (b"\x00\x01binary",), "invalid_payload"),
+    ("join", (b"\x00\x01binary",), "binary_not_supported"),
     ("join", (12.5,), "invalid_payload"),
     ("leave", ({"room": None},), "invalid_room"),
     ("send", ({"room": "{room}", "text": "\x00", "client_msg_id": "a"},), "invalid_text"),
