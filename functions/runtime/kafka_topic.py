@@ -7,9 +7,12 @@ Semantics, close to a Lambda event source mapping for Kafka:
 - the consumer is polled all the time, also while a batch runs, so the group always sees a
   live member; while a full batch waits behind the one in hand the partitions are paused
   (backpressure), and resumed once it is taken;
-- one batch at a time per runner; failed records are retried with backoff before anything
-  later of their partition is handed over, so each partition's order holds; after
-  ``max_attempts`` they go to the dead-letter topic; poison records go there at once;
+- one batch at a time per runner, through ``functions.runtime.policy``: a batch the handler
+  raises on is bisected (first half first) until the failing record is alone; failed records
+  are retried with backoff before anything later of their partition is handed over, so each
+  partition's order holds; after ``max_attempts`` they go to the dead-letter topic; poison
+  records go there at once; past the dead-letter cap the runner leaves the group for its
+  cool-down and rejoins at its first unfinished record;
 - an offset is committed only once its record and every earlier one of its partition are
   done; a revoked partition's progress is committed in the revoke callback, after the batch
   in hand has finished (or given up the revoked records), so its next owner starts right

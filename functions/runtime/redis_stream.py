@@ -6,9 +6,13 @@ Semantics, close to an SQS event source mapping:
   keeps it so while the handler runs, however long that is (bounded by the function timeout);
 - an entry whose holder died or stalled for ``visibility_timeout_s`` is reclaimed (XAUTOCLAIM)
   by another runner, which counts a new delivery;
-- success acks (and deletes) the entry; records the handler names as ``failed`` are retried
-  alone, with backoff; ``poison`` records and records out of attempts are dead-lettered with
-  their error and attempt count, atomically with their ack and exactly once;
+- failures follow ``functions.runtime.policy``: a batch the handler raises on is bisected until
+  the failing entry is alone; ``failed`` entries are retried with backoff, each retry
+  re-claiming them (a delivery counted); ``poison`` entries and entries out of attempts are
+  dead-lettered with their error and attempt count, atomically with their ack and exactly
+  once; past the dead-letter cap the runner reads nothing for its cool-down and hands back
+  what it did not finish;
+- success acks (and deletes) the entry;
 - a handler may return a ``settle`` future (the message function does: Kafka's confirmation);
   the entries it succeeded on are acked only once it resolves, while the runner goes on with
   later batches, holding at most ``max_settling`` such entries (then it waits for the oldest);
