@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psycopg
@@ -17,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from chat import names
 from devstack import Stack
+from functions.aws.bridge import build
 from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
@@ -295,3 +298,55 @@ async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
     finally:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             await conn.execute(f"ALTER TABLE messages DROP CONSTRAINT IF EXISTS {constraint}")
+
+
+class _StubLambda:
+    """A Lambda client whose function errors on any batch holding a ``crash`` entry."""
+
+    def __init__(self) -> None:
+        self.succeeded: list[str] = []
+
+    def invoke(self, **kwargs: Any) -> dict[str, Any]:
+        records = json.loads(kwargs["Payload"])["records"]
+        if any(r["fields"].get("mode") == "crash" for r in records):
+            body = {"errorType": "RuntimeError", "errorMessage": "cannot handle it"}
+            return {"FunctionError": "Unhandled", "Payload": io.BytesIO(json.dumps(body).encode())}
+        self.succeeded += [r["fields"]["key"] for r in records]
+        reply = {"failed": [], "poison": {}}
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(reply).encode())}
+
+
+async def test_the_stream_bridge_bisects_a_batch_its_lambda_errors_on(
+    deps: Deps, test_id: str
+) -> None:
+    # GIVEN 50 entries at once, one of which makes the function's Lambda error
+    stream = rt.bisect_stream(test_id)
+    keys = [f"k{i:02d}" for i in range(50)]
+    async with deps.redis.pipeline(transaction=True) as pipe:
+        for key in keys:
+            pipe.xadd(stream, {"key": key, **({"mode": "crash"} if key == "k07" else {})})
+        await pipe.execute()
+    fn = next(f for f in rt.functions_for(test_id) if f.name == "rt-bisect-stream")
+    lam = _StubLambda()
+    runner = build(fn, "chat-test-bisect", deps, lam, consumer="bridge-0")
+    await runner.ensure_group()
+
+    # WHEN the bridge feeds them to the Lambda
+    task = asyncio.create_task(runner.run())
+    try:
+
+        async def dead_lettered() -> bool:
+            return int(await deps.redis.xlen(rt.dead_of(stream))) >= 1
+
+        await eventually(dead_lettered, 60, "the crashing entry to be dead-lettered")
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+    # THEN only that entry is dead-lettered, with the Lambda's error, after 3 tries alone
+    ((_, fields),) = await deps.redis.xrange(rt.dead_of(stream))
+    assert (fields["key"], fields["_attempts"]) == ("k07", "3")
+    assert "RuntimeError: cannot handle it" in fields["_error"]
+    # AND the Lambda succeeded on each other entry exactly once, and all are acked
+    assert lam.succeeded == [k for k in keys if k != "k07"]
+    assert (await deps.redis.xinfo_groups(stream))[0]["pending"] == 0
