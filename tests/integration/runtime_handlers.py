@@ -57,6 +57,11 @@ def dead_of(source: str) -> str:
 CAP = 5
 
 
+def persist_topic(test_id: str) -> str:
+    """The input topic of ``rt-persist`` (the real persist function on a topic of the test's)."""
+    return f"rt.{test_id}.messages"
+
+
 def inbound_name(test_id: str) -> str:
     """The inbound stream the real message function reads in these tests."""
     return f"rt:{test_id}:inbound"
@@ -137,6 +142,19 @@ def functions_for(test_id: str) -> tuple[Function, ...]:
                 dead_letter_cooldown_s=600.0,
             ),
             timeout_s=2.0,
+        ),
+        Function(
+            name="rt-persist",
+            handler="functions.persist:handle",
+            trigger=KafkaTopic(
+                topic=persist_topic(test_id),
+                group=f"rt-{test_id}-persist",
+                batch_size=200,
+                max_wait_ms=500,
+                max_attempts=3,
+                dead_letter=dead_of(persist_topic(test_id)),
+            ),
+            timeout_s=10.0,
         ),
         Function(
             name="message",
