@@ -32,6 +32,11 @@ class RedisStream:
     # Entries a runner may hold handled but unsettled (a handler's ``settle`` pending, e.g.
     # Kafka down); at the bound it reads nothing more until the oldest settle.
     max_settling: int = 20_000
+    # The failure policy (functions.runtime.policy): past ``dead_letter_cap`` dead letters within
+    # ``dead_letter_window_s``, a runner stops consuming for ``dead_letter_cooldown_s``.
+    dead_letter_cap: int = 100
+    dead_letter_window_s: float = 60.0
+    dead_letter_cooldown_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.stream or not self.group:
@@ -43,6 +48,9 @@ class RedisStream:
             visibility_timeout_s=self.visibility_timeout_s,
             max_attempts=self.max_attempts,
             max_settling=self.max_settling,
+            dead_letter_cap=self.dead_letter_cap,
+            dead_letter_window_s=self.dead_letter_window_s,
+            dead_letter_cooldown_s=self.dead_letter_cooldown_s,
         )
         if self.dead_letter == self.stream:
             raise ValueError("RedisStream.dead_letter must differ from the stream it guards")
@@ -58,6 +66,11 @@ class KafkaTopic:
     max_wait_ms: int = 100
     max_attempts: int = 5
     dead_letter: str | None = None
+    # The failure policy (functions.runtime.policy): past ``dead_letter_cap`` dead letters within
+    # ``dead_letter_window_s``, a runner stops consuming for ``dead_letter_cooldown_s``.
+    dead_letter_cap: int = 100
+    dead_letter_window_s: float = 60.0
+    dead_letter_cooldown_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.topic or not self.group:
@@ -67,6 +80,9 @@ class KafkaTopic:
             batch_size=self.batch_size,
             max_wait_ms=self.max_wait_ms,
             max_attempts=self.max_attempts,
+            dead_letter_cap=self.dead_letter_cap,
+            dead_letter_window_s=self.dead_letter_window_s,
+            dead_letter_cooldown_s=self.dead_letter_cooldown_s,
         )
         if self.dead_letter == self.topic:
             raise ValueError("KafkaTopic.dead_letter must differ from the topic it guards")

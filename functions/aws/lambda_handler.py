@@ -1,14 +1,18 @@
 """The one Lambda entry point of every registry function, picked by ``CHAT_FUNCTION``.
 
-Kafka functions take MSK or self-managed Kafka events and answer with Lambda's partial-batch
-reply; Redis-stream functions take the stream bridge's batches; HTTP functions serve their ASGI
-app through Mangum; scheduled functions run on EventBridge ticks. Handlers see only the typed
-records of ``functions.batch``, exactly as under the local runtime.
+Kafka functions take MSK or self-managed Kafka events, run them through the runtime's failure
+policy in process (an MSK event source mapping cannot bisect: the function does, before it
+answers) and answer with Lambda's partial-batch reply, from the first record of each partition
+left unfinished. Redis-stream functions take the stream bridge's batches (the bridge runs the
+policy); HTTP functions serve their ASGI app through Mangum; scheduled functions run on
+EventBridge ticks. Handlers see only the typed records of ``functions.batch``, exactly as under
+the local runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -29,6 +33,7 @@ from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime.invoke import BatchHandler, invoke
+from functions.runtime.policy import DeadLetterCap, Limits, Policy, produce_dead_letters
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
 
 FUNCTION_ENV = "CHAT_FUNCTION"
@@ -36,6 +41,8 @@ FUNCTION_ENV = "CHAT_FUNCTION"
 log = logging.getLogger("functions.aws")
 
 T = TypeVar("T")
+# Seconds an invocation keeps for dead-lettering and replying: no handler call runs into them.
+_LAMBDA_RESERVE_S = 3.0
 ScheduledHandler = Callable[[Deps], Awaitable[None]]
 
 
@@ -49,6 +56,7 @@ class LambdaRuntime:
         self.loop = asyncio.new_event_loop()
         self._handler: Any = fn.load()
         self._http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+        self._dead_letter_cap: DeadLetterCap | None = None
 
     @classmethod
     def from_env(cls) -> LambdaRuntime:
@@ -66,7 +74,7 @@ class LambdaRuntime:
         trigger = self.fn.trigger
         match trigger:
             case KafkaTopic():
-                return self._run(self._kafka(KafkaEvent.parse(event), trigger))
+                return self._run(self._kafka(KafkaEvent.parse(event), trigger, context))
             case RedisStream():
                 batch = BridgeBatch.parse(event)
                 if batch.function != self.fn.name:
@@ -114,51 +122,76 @@ class LambdaRuntime:
             await asyncio.wait_for(result.settle, timeout=self.fn.timeout_s)
         return encode_result(result)
 
-    async def _kafka(self, event: KafkaEvent, trigger: KafkaTopic) -> dict[str, Any]:
-        # A TransientFailure propagates: the event source mapping retries the whole batch
-        # (bounded by the trigger's max_attempts), then sends it to the dead-letter topic.
-        result = await self._batch(event.records)
-        if result.poison:
-            poison = [r for r in event.records if r.id in result.poison]
-            await dead_letter(self.deps, self.fn, trigger, poison, result.poison)
-        return kafka_batch_response(event.records, result.failed)
+    async def _kafka(self, event: KafkaEvent, trigger: KafkaTopic, context: Any) -> dict[str, Any]:
+        # Records the policy leaves unfinished (the dead-letter cap tripped, the invocation
+        # ran out of time, a dead letter could not be written) are reported as failures:
+        # the event source mapping hands them over again, from the first of each partition.
+        remaining = _remaining_s(context)
+
+        async def call(records: Sequence[KafkaRecord]) -> BatchResult:
+            budget = None if remaining is None else remaining() - _LAMBDA_RESERVE_S
+            result = await invoke(self.fn, self._handler, records, self.deps, timeout_s=budget)
+            if result.settle is not None:
+                await asyncio.wait_for(result.settle, timeout=self.fn.timeout_s)
+            return result
+
+        policy: Policy[KafkaRecord] = Policy(
+            self.fn.name,
+            Limits.of(trigger),
+            call,
+            _LambdaKafkaSink(self.deps, self.fn.name, trigger.dead_letter),
+            cap=self._cap(trigger),
+            deadline=(lambda: False)
+            if remaining is None
+            else (lambda: remaining() < 2 * _LAMBDA_RESERVE_S),
+        )
+        unfinished = await policy.run(event.records)
+        return kafka_batch_response(event.records, unfinished)
+
+    def _cap(self, trigger: KafkaTopic) -> DeadLetterCap:
+        # One cap per execution environment, across its invocations.
+        if self._dead_letter_cap is None:
+            self._dead_letter_cap = DeadLetterCap(self.fn.name, Limits.of(trigger))
+        return self._dead_letter_cap
 
     async def _scheduled(self) -> None:
         run: ScheduledHandler = self._handler
         await asyncio.wait_for(run(self.deps), timeout=self.fn.timeout_s)
 
 
-async def dead_letter(
-    deps: Deps,
-    fn: Function,
-    trigger: KafkaTopic,
-    records: Sequence[KafkaRecord],
-    reasons: dict[str, str],
-) -> None:
-    """Produce poison records to the dead-letter topic, with the local runtime's headers."""
-    log.warning(
-        "dead-lettering %d records",
-        len(records),
-        extra={"function": fn.name, "dead_letter": trigger.dead_letter},
-    )
-    if not trigger.dead_letter:
-        return
-    await deps.produce(
-        trigger.dead_letter,
-        [
-            (
-                r.key,
-                r.value,
-                {
-                    "error": reasons.get(r.id, "failed"),
-                    "attempts": str(r.attempt),
-                    "source": r.id,
-                    "function": fn.name,
-                },
-            )
-            for r in records
-        ],
-    )
+class _LambdaKafkaSink:
+    """The policy's sink in a Lambda: done is reported by the reply, dead letters produced."""
+
+    def __init__(self, deps: Deps, function: str, dead_letter: str | None) -> None:
+        self.deps = deps
+        self.function = function
+        self.topic = dead_letter
+
+    def owned(self, records: list[KafkaRecord]) -> list[KafkaRecord]:
+        return records
+
+    async def done(self, records: list[KafkaRecord], settle: asyncio.Future[None] | None) -> None:
+        return None
+
+    async def again(self, records: list[KafkaRecord]) -> list[KafkaRecord]:
+        return [dataclasses.replace(r, attempt=r.attempt + 1) for r in records]
+
+    async def dead_letter(self, records: list[KafkaRecord], reasons: dict[str, str]) -> bool:
+        try:
+            await produce_dead_letters(self.deps, self.function, self.topic, records, reasons)
+        except Exception:
+            # Left unfinished: reported as failures, the event source mapping retries them.
+            log.exception("dead-lettering failed", extra={"function": self.function})
+            return False
+        return True
+
+
+def _remaining_s(context: Any) -> Callable[[], float] | None:
+    """Seconds left in this invocation, when Lambda's context says."""
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining_ms is None:
+        return None
+    return lambda: float(remaining_ms()) / 1000
 
 
 _runtime: LambdaRuntime | None = None

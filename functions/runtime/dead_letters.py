@@ -14,7 +14,7 @@ from chat.clients import kafka_connection
 from functions.batch import ORIGIN_FIELD
 from functions.deps import Deps
 from functions.registry import Function
-from functions.runtime import kafka_topic, redis_stream
+from functions.runtime import policy, redis_stream
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
 
 # Header a replayed Kafka record carries: where in the dead-letter topic it came from.
@@ -164,9 +164,9 @@ def _from_record(m: Any) -> DeadLetter:
     key = m.key()
     return DeadLetter(
         id=f"{m.topic()}/{m.partition()}/{m.offset()}",
-        source=headers.get(kafka_topic.SOURCE_HEADER, ""),
-        error=headers.get(kafka_topic.ERROR_HEADER, ""),
-        attempts=int(headers.get(kafka_topic.ATTEMPTS_HEADER) or 0),
+        source=headers.get(policy.SOURCE_HEADER, ""),
+        error=headers.get(policy.ERROR_HEADER, ""),
+        attempts=int(headers.get(policy.ATTEMPTS_HEADER) or 0),
         payload={
             "key": key.decode("utf-8", "surrogateescape") if key is not None else "",
             "value": (m.value() or b"").decode("utf-8", "surrogateescape"),

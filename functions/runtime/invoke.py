@@ -24,21 +24,27 @@ class TransientFailure(Exception):
 
 
 async def invoke(
-    fn: Function, handler: BatchHandler, batch: Sequence[Record], deps: Deps
+    fn: Function,
+    handler: BatchHandler,
+    batch: Sequence[Record],
+    deps: Deps,
+    timeout_s: float | None = None,
 ) -> BatchResult:
-    """Run ``handler`` over ``batch`` within ``fn.timeout_s``; raise TransientFailure on failure."""
+    """Run ``handler`` over ``batch`` within ``fn.timeout_s`` (or the shorter ``timeout_s``);
+    raise TransientFailure on failure."""
+    limit = fn.timeout_s if timeout_s is None else min(fn.timeout_s, timeout_s)
     started = time.perf_counter()
     outcome = "ok"
     result = BatchResult()
     try:
-        returned = await asyncio.wait_for(handler(batch, deps), timeout=fn.timeout_s)
+        returned = await asyncio.wait_for(handler(batch, deps), timeout=limit)
         result = returned if returned is not None else BatchResult()
         if not result.clean:
             outcome = "partial"
         return result
     except TimeoutError:
         outcome = "timeout"
-        raise TransientFailure(f"{fn.name} timed out after {fn.timeout_s}s") from None
+        raise TransientFailure(f"{fn.name} timed out after {limit:g}s") from None
     except asyncio.CancelledError:
         outcome = "cancelled"
         raise

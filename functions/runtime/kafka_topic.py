@@ -7,9 +7,12 @@ Semantics, close to a Lambda event source mapping for Kafka:
 - the consumer is polled all the time, also while a batch runs, so the group always sees a
   live member; while a full batch waits behind the one in hand the partitions are paused
   (backpressure), and resumed once it is taken;
-- one batch at a time per runner; failed records are retried with backoff before anything
-  later of their partition is handed over, so each partition's order holds; after
-  ``max_attempts`` they go to the dead-letter topic; poison records go there at once;
+- one batch at a time per runner, through ``functions.runtime.policy``: a batch the handler
+  raises on is bisected (first half first) until the failing record is alone; failed records
+  are retried with backoff before anything later of their partition is handed over, so each
+  partition's order holds; after ``max_attempts`` they go to the dead-letter topic; poison
+  records go there at once; past the dead-letter cap the runner leaves the group for its
+  cool-down and rejoins at its first unfinished record;
 - an offset is committed only once its record and every earlier one of its partition are
   done; a revoked partition's progress is committed in the revoke callback, after the batch
   in hand has finished (or given up the revoked records), so its next owner starts right
@@ -30,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -37,11 +41,12 @@ from confluent_kafka import Message as KafkaMessage
 
 from chat.clients import kafka_connection
 from chat.settings import Settings
-from functions.batch import BatchResult, KafkaRecord
+from functions.batch import KafkaRecord
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime import metrics
-from functions.runtime.invoke import BatchHandler, TransientFailure, backoff_s, invoke
+from functions.runtime.invoke import BatchHandler, backoff_s, invoke
+from functions.runtime.policy import Limits, Policy, produce_dead_letters
 from functions.triggers import KafkaTopic
 
 log = logging.getLogger("functions.kafka_topic")
@@ -53,12 +58,6 @@ Partition = tuple[str, int]
 _LAG_EVERY_S = 5.0
 # Extra time a revoke waits for the batch in hand beyond one invocation's timeout.
 _REVOKE_SLACK_S = 5.0
-
-# Headers a dead-lettered record carries (the Lambda adapter writes the same ones).
-ERROR_HEADER = "error"
-ATTEMPTS_HEADER = "attempts"
-SOURCE_HEADER = "source"
-FUNCTION_HEADER = "function"
 
 
 class Fetched:
@@ -179,6 +178,13 @@ class KafkaTopicRunner:
         self._idle = threading.Event()
         self._idle.set()
         self._next_lag = 0.0
+        self.policy: Policy[KafkaRecord] = Policy(
+            fn.name,
+            Limits.of(self.trigger),
+            partial(invoke, fn, self.handler, deps=deps),
+            self,
+            self._stopping,
+        )
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, then leave the group from run()."""
@@ -193,13 +199,7 @@ class KafkaTopicRunner:
         t = self.trigger
         worker: asyncio.Task[None] | None = None
         try:
-            await self._on_thread(
-                self.consumer.subscribe,
-                [t.topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            await self._subscribe()
             while not self._stopping.is_set():
                 messages = await self._on_thread(
                     self.consumer.consume, t.batch_size, t.max_wait_ms / 1000
@@ -210,6 +210,9 @@ class KafkaTopicRunner:
                 if worker is not None and worker.done():
                     worker.result()  # a bug in the runner stops it rather than skip records
                     worker = None
+                if worker is None and self.policy.cap.tripped:
+                    await self._cool_down()
+                    continue
                 if worker is None:
                     batch = self._next_batch(now)
                     if batch:
@@ -227,6 +230,28 @@ class KafkaTopicRunner:
             # close() revokes what is left, and the revoke callback commits it.
             await self._on_thread(self.consumer.close)
             self._thread.shutdown(wait=False)
+
+    async def _cool_down(self) -> None:
+        """Leave the group while the dead-letter cap holds consuming stopped, then rejoin.
+
+        Progress up to the first unfinished record is committed first; the revoke drops what
+        was fetched beyond it, so rejoining resumes right at that record.
+        """
+        await self._on_thread(self._commit_done)
+        await self._on_thread(self.consumer.unsubscribe)
+        while self.policy.cap.tripped and not self._stopping.is_set():
+            # Polling serves the revoke callback and keeps the client's state current.
+            await self._on_thread(self.consumer.consume, 1, min(1.0, self.policy.cap.remaining_s()))
+        await self._subscribe()
+
+    async def _subscribe(self) -> None:
+        await self._on_thread(
+            self.consumer.subscribe,
+            [self.trigger.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     def _next_batch(self, now: float) -> list[KafkaRecord]:
         t = self.trigger
@@ -396,7 +421,7 @@ class KafkaTopicRunner:
     async def _process(self, batch: list[KafkaRecord]) -> None:
         unfinished = {r.id for r in batch}
         try:
-            await self._attempts(batch, unfinished)
+            unfinished = await self.policy.run(batch)
         finally:
             points = commit_points(batch, unfinished)
             with self._lock:
@@ -413,66 +438,31 @@ class KafkaTopicRunner:
             gone = set(self._gone)
         return [r for r in records if (r.topic, r.partition) not in gone]
 
-    async def _attempts(self, batch: list[KafkaRecord], unfinished: set[str]) -> None:
-        t = self.trigger
-        pending = batch
-        attempt = 1
-        last_error = "the handler reported the record as failed"
+    # ----- the policy's sink -----
+
+    def owned(self, records: list[KafkaRecord]) -> list[KafkaRecord]:
+        """The records whose partitions this runner still owns."""
+        return self._ours(records)
+
+    async def done(self, records: list[KafkaRecord], settle: asyncio.Future[None] | None) -> None:
+        """Count ``records`` done; their offsets are committed once every earlier one is."""
+        if settle is not None:
+            await settle
+        metrics.RECORDS.labels(self.fn.name, "ok").inc(len(records))
+
+    async def again(self, records: list[KafkaRecord]) -> list[KafkaRecord]:
+        """The records still ours, one attempt further."""
+        return [dataclasses.replace(r, attempt=r.attempt + 1) for r in self._ours(records)]
+
+    async def dead_letter(self, records: list[KafkaRecord], reasons: dict[str, str]) -> bool:
+        """Produce ``records`` to the dead-letter topic; False if the runner gave up trying."""
+        failures = 0
         while True:
             try:
-                result = await invoke(self.fn, self.handler, pending, self.deps)
-            except TransientFailure as exc:
-                result = BatchResult(failed={r.id for r in pending})
-                last_error = str(exc)
-            if result.poison:
-                poison = [r for r in pending if r.id in result.poison]
-                if not await self._dead_letter(poison, result.poison):
-                    return
-                unfinished.difference_update(r.id for r in poison)
-            ok = [r.id for r in pending if r.id not in result.failed and r.id not in result.poison]
-            unfinished.difference_update(ok)
-            metrics.RECORDS.labels(self.fn.name, "ok").inc(len(ok))
-            retry = self._ours([r for r in pending if r.id in result.failed])
-            if not retry:
-                return
-            if attempt >= t.max_attempts:
-                if await self._dead_letter(retry, {r.id: last_error for r in retry}):
-                    unfinished.difference_update(r.id for r in retry)
-                return
-            if self._stopping.is_set():
-                # Left uncommitted: this partition's next owner starts at the first of them.
-                return
-            metrics.RECORDS.labels(self.fn.name, "retried").inc(len(retry))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=backoff_s(attempt))
-            attempt += 1
-            pending = [dataclasses.replace(r, attempt=attempt) for r in self._ours(retry)]
-            if not pending or self._stopping.is_set():
-                return
-
-    async def _dead_letter(self, records: list[KafkaRecord], reasons: dict[str, str]) -> bool:
-        """Produce ``records`` to the dead-letter topic; False if the runner gave up trying."""
-        topic = self.trigger.dead_letter
-        failures = 0
-        while topic:
-            try:
-                await self.deps.produce(
-                    topic,
-                    [
-                        (
-                            r.key,
-                            r.value,
-                            {
-                                ERROR_HEADER: reasons.get(r.id, "failed")[:2000],
-                                ATTEMPTS_HEADER: str(r.attempt),
-                                SOURCE_HEADER: r.id,
-                                FUNCTION_HEADER: self.fn.name,
-                            },
-                        )
-                        for r in records
-                    ],
+                await produce_dead_letters(
+                    self.deps, self.fn.name, self.trigger.dead_letter, records, reasons
                 )
-                break
+                return True
             except Exception:
                 failures += 1
                 log.exception("dead-lettering failed", extra={"function": self.fn.name})
@@ -480,12 +470,3 @@ class KafkaTopicRunner:
                 if self._stopping.is_set() or not self._ours(records):
                     return False
                 await asyncio.sleep(backoff_s(failures, base=0.5, cap=10))
-        log.warning(
-            "dead-lettered %d records: %s",
-            len(records),
-            "; ".join(sorted({reasons.get(r.id, "failed")[:200] for r in records}))[:500],
-            extra={"function": self.fn.name, "dead_letter": topic},
-        )
-        metrics.DEAD_LETTERED.labels(self.fn.name).inc(len(records))
-        metrics.RECORDS.labels(self.fn.name, "dead_lettered").inc(len(records))
-        return True

@@ -45,3 +45,13 @@ SETTLING = Gauge(
     "Stream entries handled but not yet acked: they wait for Kafka's confirmation",
     ["function"],
 )
+DEAD_LETTER_STOPPED = Gauge(
+    "chat_function_dead_letter_stopped",
+    "1 while a runner of the function stopped consuming: it hit its dead-letter cap",
+    ["function"],
+)
+DEAD_LETTER_TRIPS = Counter(
+    "chat_function_dead_letter_trips_total",
+    "Times a runner hit its dead-letter cap and stopped consuming for its cool-down",
+    ["function"],
+)

@@ -6,9 +6,13 @@ Semantics, close to an SQS event source mapping:
   keeps it so while the handler runs, however long that is (bounded by the function timeout);
 - an entry whose holder died or stalled for ``visibility_timeout_s`` is reclaimed (XAUTOCLAIM)
   by another runner, which counts a new delivery;
-- success acks (and deletes) the entry; records the handler names as ``failed`` are retried
-  alone, with backoff; ``poison`` records and records out of attempts are dead-lettered with
-  their error and attempt count, atomically with their ack and exactly once;
+- failures follow ``functions.runtime.policy``: a batch the handler raises on is bisected until
+  the failing entry is alone; ``failed`` entries are retried with backoff, each retry
+  re-claiming them (a delivery counted); ``poison`` entries and entries out of attempts are
+  dead-lettered with their error and attempt count, atomically with their ack and exactly
+  once; past the dead-letter cap the runner reads nothing for its cool-down and hands back
+  what it did not finish;
+- success acks (and deletes) the entry;
 - a handler may return a ``settle`` future (the message function does: Kafka's confirmation);
   the entries it succeeded on are acked only once it resolves, while the runner goes on with
   later batches, holding at most ``max_settling`` such entries (then it waits for the oldest);
@@ -34,7 +38,8 @@ from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime import metrics
-from functions.runtime.invoke import BatchHandler, TransientFailure, backoff_s, invoke
+from functions.runtime.invoke import BatchHandler, backoff_s, invoke
+from functions.runtime.policy import Limits, Policy
 from functions.triggers import RedisStream
 
 log = logging.getLogger("functions.redis_stream")
@@ -131,12 +136,15 @@ class RedisStreamRunner:
         self.trigger: RedisStream = fn.trigger
         self.deps = deps
         self.consumer = consumer
+        self._stopping = asyncio.Event()
         # Another invoker (the stream bridge calling Lambda) replaces the in-process call.
         if call is None:
             handler: BatchHandler = fn.load()
             call = partial(invoke, fn, handler, deps=deps)
         self.call: Call = call
-        self._stopping = asyncio.Event()
+        self.policy: Policy[StreamRecord] = Policy(
+            fn.name, Limits.of(self.trigger), call, self, self._stopping
+        )
         self._next_reclaim = 0.0
         self._reclaim_cursor = "0-0"
         self._scripts: dict[str, Any] = {}
@@ -199,6 +207,9 @@ class RedisStreamRunner:
                 if failures or not self._next_reclaim:
                     await self.ensure_group()
                 await self._room_to_settle()
+                if self.policy.cap.tripped:
+                    await self._cool_down()
+                    continue
                 batch = await self._reclaim() or await self._read()
                 if batch:
                     await self._process(batch)
@@ -229,6 +240,13 @@ class RedisStreamRunner:
             self._settled.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), timeout=_IDLE_BLOCK_MS / 1000)
+
+    async def _cool_down(self) -> None:
+        """Read nothing while the dead-letter cap holds consuming stopped (or until stop())."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._stopping.wait(), timeout=min(self.policy.cap.remaining_s(), 5.0) or 0.01
+            )
 
     def _add_settling(self, ids: list[str], settle: asyncio.Future[None]) -> None:
         self._settling.append((ids, settle))
@@ -331,56 +349,35 @@ class RedisStreamRunner:
     async def _process(self, batch: list[StreamRecord]) -> None:
         # A forced stop cancels this; run() then hands every held entry back at once.
         self._held.update(r.id for r in batch)
-        await self._attempt(batch, self._held)
+        unfinished = await self.policy.run(batch)
+        # Stopping, or stopped by the dead-letter cap: another consumer (or this one after
+        # its cool-down) takes these over at once instead of after the visibility timeout.
+        await self._hand_back(unfinished & self._held)
 
-    async def _attempt(self, batch: list[StreamRecord], held: set[str]) -> None:
-        t = self.trigger
-        while batch:
-            expired = [r for r in batch if r.attempt > t.max_attempts]
-            if expired:
-                reasons = {r.id: f"gave up after {r.attempt - 1} deliveries" for r in expired}
-                await self._dead_letter(expired, reasons, held)
-                batch = [r for r in batch if r.attempt <= t.max_attempts]
-                if not batch:
-                    return
-            try:
-                result = await self.call(batch)
-            except TransientFailure as exc:
-                result = BatchResult(failed={r.id for r in batch})
-                last_error = str(exc)
-            else:
-                last_error = "the handler reported the record as failed"
-            done = [r.id for r in batch if r.id not in result.failed and r.id not in result.poison]
-            if result.poison:
-                poison = [r for r in batch if r.id in result.poison]
-                await self._dead_letter(poison, result.poison, held)
-            if result.settle is not None and done:
-                self._add_settling(done, result.settle)
-                self._settled.set()
-            else:
-                await self._ack(done, held)
-                metrics.RECORDS.labels(self.fn.name, "ok").inc(len(done))
-            retry = [r for r in batch if r.id in result.failed]
-            if not retry:
-                return
-            out = [r for r in retry if r.attempt >= t.max_attempts]
-            if out:
-                await self._dead_letter(out, {r.id: last_error for r in out}, held)
-                retry = [r for r in retry if r.attempt < t.max_attempts]
-                if not retry:
-                    return
-            metrics.RECORDS.labels(self.fn.name, "retried").inc(len(retry))
-            if self._stopping.is_set():
-                await self._hand_back({r.id for r in retry} & held)
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), timeout=backoff_s(max(r.attempt for r in retry))
-                )
-            if self._stopping.is_set():
-                await self._hand_back({r.id for r in retry} & held)
-                return
-            batch = await self._claim_again(retry, held)
+    # ----- the policy's sink -----
+
+    def owned(self, records: list[StreamRecord]) -> list[StreamRecord]:
+        """The records this runner still holds (another consumer may have reclaimed some)."""
+        return [r for r in records if r.id in self._held]
+
+    async def done(self, records: list[StreamRecord], settle: asyncio.Future[None] | None) -> None:
+        """Ack ``records``, or once ``settle`` resolves when the handler returned one."""
+        ids = [r.id for r in records]
+        if settle is not None:
+            self._add_settling(ids, settle)
+            self._settled.set()
+        else:
+            await self._ack(ids, self._held)
+            metrics.RECORDS.labels(self.fn.name, "ok").inc(len(ids))
+
+    async def dead_letter(self, records: list[StreamRecord], reasons: dict[str, str]) -> bool:
+        """Dead-letter ``records`` atomically with their ack, exactly once."""
+        await self._dead_letter(records, reasons, self._held)
+        return True
+
+    async def again(self, records: list[StreamRecord]) -> list[StreamRecord]:
+        """Re-claim entries for a retry, counting a delivery; those still ours."""
+        return await self._claim_again(records, self._held)
 
     async def _keep_invisible(self, held: set[str]) -> None:
         """Reset the idle time of the held entries often enough that nobody reclaims them."""
@@ -469,12 +466,6 @@ class RedisStreamRunner:
             args=[t.group, "1" if t.delete_on_ack else "0", *dead_letter_args(entries)],
         )
         held.difference_update(r.id for r in records)
-        log.warning(
-            "dead-lettered %d records: %s",
-            int(buried),
-            "; ".join(sorted({reasons.get(r.id, "failed")[:200] for r in records}))[:500],
-            extra={"function": self.fn.name, "stream": t.stream, "dead_letter": t.dead_letter},
-        )
         metrics.DEAD_LETTERED.labels(self.fn.name).inc(int(buried))
         metrics.RECORDS.labels(self.fn.name, "dead_lettered").inc(int(buried))
 

@@ -38,6 +38,30 @@ def topic_dead_letter(test_id: str) -> str:
     return f"rt.{test_id}.dead"
 
 
+def bisect_stream(test_id: str) -> str:
+    """The input stream of ``rt-bisect-stream`` (big batches, a dead-letter cap of 5)."""
+    return f"rt:{test_id}:bisect"
+
+
+def bisect_topic(test_id: str) -> str:
+    """The input topic of ``rt-bisect-topic`` (big batches, a dead-letter cap of 5)."""
+    return f"rt.{test_id}.bisect"
+
+
+def dead_of(source: str) -> str:
+    """The dead-letter stream or topic of a bisect function's input."""
+    return f"{source}.dead" if "." in source else f"{source}:dead"
+
+
+# The bisect functions' cap: 5 dead letters a minute, then a cool-down longer than any test.
+CAP = 5
+
+
+def persist_topic(test_id: str) -> str:
+    """The input topic of ``rt-persist`` (the real persist function on a topic of the test's)."""
+    return f"rt.{test_id}.messages"
+
+
 def inbound_name(test_id: str) -> str:
     """The inbound stream the real message function reads in these tests."""
     return f"rt:{test_id}:inbound"
@@ -89,6 +113,50 @@ def functions_for(test_id: str) -> tuple[Function, ...]:
             timeout_s=0.5,
         ),
         Function(
+            name="rt-bisect-stream",
+            handler="tests.integration.runtime_handlers:handle_stream",
+            trigger=RedisStream(
+                stream=bisect_stream(test_id),
+                group="rt",
+                batch_size=50,
+                max_wait_ms=200,
+                visibility_timeout_s=5.0,
+                max_attempts=3,
+                dead_letter=dead_of(bisect_stream(test_id)),
+                dead_letter_cap=CAP,
+                dead_letter_cooldown_s=600.0,
+            ),
+            timeout_s=2.0,
+        ),
+        Function(
+            name="rt-bisect-topic",
+            handler="tests.integration.runtime_handlers:handle_topic",
+            trigger=KafkaTopic(
+                topic=bisect_topic(test_id),
+                group=f"rt-{test_id}-bisect",
+                batch_size=50,
+                max_wait_ms=1000,
+                max_attempts=3,
+                dead_letter=dead_of(bisect_topic(test_id)),
+                dead_letter_cap=CAP,
+                dead_letter_cooldown_s=600.0,
+            ),
+            timeout_s=2.0,
+        ),
+        Function(
+            name="rt-persist",
+            handler="functions.persist:handle",
+            trigger=KafkaTopic(
+                topic=persist_topic(test_id),
+                group=f"rt-{test_id}-persist",
+                batch_size=200,
+                max_wait_ms=500,
+                max_attempts=3,
+                dead_letter=dead_of(persist_topic(test_id)),
+            ),
+            timeout_s=10.0,
+        ),
+        Function(
             name="message",
             handler="functions.message:handle",
             trigger=RedisStream(
@@ -124,6 +192,10 @@ async def _apply(
     deps: Deps, items: Sequence[tuple[str, str, dict[str, str]]], attempt_of: dict[str, int]
 ) -> BatchResult:
     """Run the test behaviour of each (record id, lane, payload)."""
+    crashing = [p["key"] for _, _, p in items if p.get("mode") == "crash"]
+    if crashing:
+        # Poison by exception: the whole invocation fails, whichever records it also holds.
+        raise RuntimeError(f"cannot handle {crashing[0]}")
     result = BatchResult()
     done: list[tuple[str, str]] = []
     for record_id, lane, payload in items:

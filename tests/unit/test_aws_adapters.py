@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -86,8 +87,10 @@ def _runtime(fn: Function, deps: FakeDeps) -> LambdaRuntime:
     return LambdaRuntime(fn, deps)  # type: ignore[arg-type]
 
 
-def _kafka_fn(handler: str = "test_aws_adapters:probe") -> Function:
-    topic = KafkaTopic(topic="chat.messages", group="probe", dead_letter="chat.messages.dead")
+def _kafka_fn(handler: str = "test_aws_adapters:probe", **settings: Any) -> Function:
+    topic = KafkaTopic(
+        topic="chat.messages", group="probe", dead_letter="chat.messages.dead", **settings
+    )
     return Function(name="probe", handler=handler, trigger=topic)
 
 
@@ -127,7 +130,9 @@ def test_other_events_are_refused() -> None:
         KafkaEvent.parse(broken)
 
 
-def test_kafka_batch_gets_partial_failures_and_dead_letters(fake_deps: FakeDeps) -> None:
+def test_kafka_batch_retries_failures_in_process_and_dead_letters_poison(
+    fake_deps: FakeDeps,
+) -> None:
     # GIVEN a Kafka function whose handler fails one record and rejects another
     runtime = _runtime(_kafka_fn(), fake_deps)
     try:
@@ -136,12 +141,10 @@ def test_kafka_batch_gets_partial_failures_and_dead_letters(fake_deps: FakeDeps)
     finally:
         runtime.close()
     records = KafkaEvent.parse(_fixture("msk_event.json")).records
-    # THEN the handler saw exactly the decoded records
-    assert [list(records)] == SEEN
-    # AND Lambda resumes partition 0 at the failed offset
-    assert reply == {
-        "batchItemFailures": [{"itemIdentifier": {"partition": "chat.messages-0", "offset": 16}}]
-    }
+    # THEN the handler saw exactly the decoded records, then the failed one again, alone
+    assert [list(records), [dataclasses.replace(records[1], attempt=2)]] == SEEN
+    # AND, that retry succeeding, Lambda has nothing to hand over again
+    assert reply == {"batchItemFailures": []}
     # AND the poison record went to the dead-letter topic with the local runtime's headers
     ((topic, produced),) = fake_deps.produced
     assert topic == "chat.messages.dead"
@@ -153,6 +156,82 @@ def test_kafka_batch_gets_partial_failures_and_dead_letters(fake_deps: FakeDeps)
         "source": "chat.messages/3/7",
         "function": "probe",
     }
+
+
+async def crash_on_16(batch: Sequence[Any], deps: Any) -> BatchResult:
+    """A batch handler that raises on any batch holding offset 16."""
+    SEEN.append(list(batch))
+    if any(r.offset == 16 for r in batch):
+        raise RuntimeError("offset 16 breaks me")
+    return BatchResult()
+
+
+async def all_poison(batch: Sequence[Any], deps: Any) -> BatchResult:
+    """A batch handler that calls every record poison (a bad deploy)."""
+    SEEN.append(list(batch))
+    return BatchResult(poison={r.id: "bad deploy" for r in batch})
+
+
+def test_kafka_batch_is_bisected_in_process_down_to_the_crashing_record(
+    fake_deps: FakeDeps,
+) -> None:
+    # GIVEN a handler that raises whenever offset 16 is in its batch (max 2 attempts)
+    runtime = _runtime(_kafka_fn("test_aws_adapters:crash_on_16", max_attempts=2), fake_deps)
+    try:
+        reply = runtime(_fixture("msk_event.json"), None)
+    finally:
+        runtime.close()
+    # THEN the batch was split until offset 16 failed alone, twice, before going on
+    assert [[r.offset for r in b] for b in SEEN] == [[15, 16, 7], [15], [16, 7], [16], [16], [7]]
+    # AND only it was dead-lettered; Lambda commits the whole batch
+    ((_, produced),) = fake_deps.produced
+    assert [h["source"] for _, _, h in produced] == ["chat.messages/0/16"]
+    assert "offset 16 breaks me" in produced[0][2]["error"]
+    assert produced[0][2]["attempts"] == "2"
+    assert reply == {"batchItemFailures": []}
+
+
+def test_kafka_batch_past_the_dead_letter_cap_is_handed_back(fake_deps: FakeDeps) -> None:
+    # GIVEN a bad deploy (every record poison) and a cap of one dead letter
+    runtime = _runtime(_kafka_fn("test_aws_adapters:all_poison", dead_letter_cap=1), fake_deps)
+    try:
+        first = runtime(_fixture("msk_event.json"), None)
+        second = runtime(_fixture("msk_event.json"), None)
+    finally:
+        runtime.close()
+    # THEN one record is dead-lettered and the others are reported, from the first of each
+    ((_, produced),) = fake_deps.produced
+    assert [h["source"] for _, _, h in produced] == ["chat.messages/0/15"]
+    failures = [
+        {"itemIdentifier": {"partition": "chat.messages-0", "offset": 16}},
+        {"itemIdentifier": {"partition": "chat.messages-3", "offset": 7}},
+    ]
+    assert first == {"batchItemFailures": failures}
+    # AND while the cap holds, the environment hands everything back without running it
+    assert len(SEEN) == 1
+    assert second == {
+        "batchItemFailures": [
+            {"itemIdentifier": {"partition": "chat.messages-0", "offset": 15}},
+            {"itemIdentifier": {"partition": "chat.messages-3", "offset": 7}},
+        ]
+    }
+
+
+class _NearlyOut:
+    """A Lambda context with one second left."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 1000
+
+
+def test_kafka_batch_without_time_left_is_handed_back_unrun(fake_deps: FakeDeps) -> None:
+    runtime = _runtime(_kafka_fn(), fake_deps)
+    try:
+        reply = runtime(_fixture("msk_event.json"), _NearlyOut())
+    finally:
+        runtime.close()
+    assert SEEN == []
+    assert [f["itemIdentifier"]["offset"] for f in reply["batchItemFailures"]] == [15, 7]
 
 
 def test_kafka_adapter_matches_the_local_invoke_for_persist(fake_deps: FakeDeps) -> None:
