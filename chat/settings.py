@@ -38,6 +38,10 @@ class Settings:
     recent_log_len: int = 1000
     # A 4,000-character message of 4-byte characters, JSON-escaped, still fits.
     max_payload_bytes: int = 64 * 1024
+    # Where a gateway serves /metrics: 0 on its public port (the local stack's load balancer
+    # hides it), else on this port of its own, which no load balancer forwards to (AWS).
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     max_rooms_per_socket: int = 100
     # A socket whose outgoing Engine.IO queue holds this many packets (a client that stopped
     # reading) is cut off as a slow consumer, so its backlog never grows without bound.

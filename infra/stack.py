@@ -180,6 +180,10 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
                 "CHAT_ENVIRONMENT": "prod",
                 "CHAT_DEV_AUTH": "false",
                 "CHAT_HISTORY_URL": deployed.history_url,
+                # /metrics on a port of its own inside the task: the ALB forwards only the
+                # public port, so the entry never answers it.
+                "CHAT_METRICS_PORT": "9100",
+                "CHAT_METRICS_HOST": "0.0.0.0",
             },
             secrets={"CHAT_REDIS_URL": redis_url.arn, "CHAT_JWT_SECRET": jwt.arn},
             log_retention_days=cfg.log_retention_days,

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
-from prometheus_client import make_asgi_app
+from prometheus_client import make_asgi_app, start_http_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -68,6 +68,9 @@ def build_app(settings: Settings | None = None) -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if settings.metrics_port:
+            # Its own port, beside the public one: scrapers reach it, the load balancer never.
+            start_http_server(settings.metrics_port, addr=settings.metrics_host)
         gateway.start()
         try:
             yield
@@ -80,7 +83,7 @@ def build_app(settings: Settings | None = None) -> Any:
     http = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Mount("/metrics", app=make_asgi_app()),
+            *([] if settings.metrics_port else [Mount("/metrics", app=make_asgi_app())]),
             *web_routes(settings),
         ],
         lifespan=lifespan,
