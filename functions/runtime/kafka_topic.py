@@ -140,11 +140,6 @@ def consumer_config(fn: Function, client_id: str, settings: Settings) -> dict[st
         "max.poll.interval.ms": max(60_000, int((fn.timeout_s + _REVOKE_SLACK_S) * 2000)),
         # Small fetch buffers: backpressure pauses partitions, librdkafka need not prefetch far.
         "queued.max.messages.kbytes": 16_384,
-        # Persistence is batched, not latency-bound: the broker answers a fetch once it holds
-        # 64 KB or after 100 ms, instead of one fetch request per produced batch (at 1,000
-        # msg/s, fetch requests were most of the broker's work).
-        "fetch.min.bytes": 65_536,
-        "fetch.wait.max.ms": 100,
     }
 
 
