@@ -125,6 +125,7 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
     assert fields["key"] == "k25"
     assert fields["_attempts"] == "3"
     assert "cannot handle k25" in fields["_error"]
+
     # AND the other 49 were each processed exactly once, in order, and acked (the halves after
     # the crashing entry's run once it is dead-lettered)
     async def settled() -> bool:
