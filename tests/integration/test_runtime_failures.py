@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,9 @@ from devstack import Stack
 from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
-from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, eventually, stack_deps
+from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-def test_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-async def deps(stack: Stack) -> AsyncIterator[Deps]:
-    deps = stack_deps(stack)
-    yield deps
-    await deps.aclose()
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import asyncio
 import io
 import json
 import urllib.request
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +22,11 @@ from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
 from tests.integration.persistence_support import message
-from tests.integration.runtime_support import HostProcess, eventually, stack_deps
+from tests.integration.runtime_support import HostProcess, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 BISECT = ["rt-bisect-stream", "rt-bisect-topic"]
-
-
-@pytest.fixture
-def test_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-async def deps(stack: Stack) -> AsyncIterator[Deps]:
-    deps = stack_deps(stack)
-    yield deps
-    await deps.aclose()
 
 
 @pytest.fixture

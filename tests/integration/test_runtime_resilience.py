@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -21,24 +19,12 @@ from chat.contract import SendRequest, inbound_fields
 from devstack import Stack
 from functions.deps import Deps
 from tests.integration import runtime_handlers as rt
-from tests.integration.runtime_support import HostProcess, eventually, stack_deps
+from tests.integration.runtime_support import HostProcess, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 PIPELINE = ["message", "persist"]
 TS = "2026-11-28T10:00:00.000Z"
-
-
-@pytest.fixture
-def test_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-async def deps(stack: Stack) -> AsyncIterator[Deps]:
-    deps = stack_deps(stack)
-    yield deps
-    await deps.aclose()
 
 
 class Load:
