@@ -138,6 +138,12 @@ def log_entry_seq(entry_id: str) -> int:
         raise FrameError(f"not a recent-log entry id: {entry_id[:40]!r}") from None
 
 
+def log_entry_frame(entry_id: str, fields: Mapping[str, str]) -> Frame:
+    """A recent-log entry as the fan-out frame of its message (what a replay or repair sends)."""
+    packet = event_packet("message", log_entry_json(fields))
+    return Frame(event="message", seq=log_entry_seq(entry_id), skip=None, packet=packet)
+
+
 def log_entry_json(fields: Mapping[str, str]) -> str:
     """The message JSON of a recent-log entry."""
     try:

@@ -175,7 +175,6 @@ class RoomFanout:
         self._task: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._last_reply = time.monotonic()
-        self.reconnects = 0
 
     # ----- lifecycle -----
 
@@ -197,11 +196,6 @@ class RoomFanout:
         await self._pool.aclose()
 
     # ----- subscriptions -----
-
-    @property
-    def rooms(self) -> set[str]:
-        """The rooms this node is subscribed to (or subscribing)."""
-        return set(self._rooms)
 
     async def add(self, room: str, sid: str) -> None:
         """Count ``sid`` as a local member; return once the room's frames reach this node."""
@@ -266,8 +260,7 @@ class RoomFanout:
 
     def emit_to(self, sid: str, event: str, payload: object) -> None:
         """Send an event to one socket of this node."""
-        if self.writer.write_to(sid, frames.encode_event(event, payload)):
-            metrics.EVENTS_OUT.labels(event).inc()
+        self.send_packet(sid, event, frames.encode_event(event, payload))
 
     def send_packet(self, sid: str, event: str, packet: str) -> None:
         """Send an already encoded packet to one socket of this node."""
@@ -318,7 +311,6 @@ class RoomFanout:
                 raise
             except Exception:
                 failures += 1
-                self.reconnects += 1
                 metrics.FANOUT_RECONNECTS.inc()
                 await self._close()
                 for state in self._rooms.values():
@@ -373,9 +365,8 @@ class RoomFanout:
             if state.last_seq is not None and frame.seq <= state.last_seq:
                 return  # already delivered (by a repair)
             if frame.seq > state.expected and state.last_seq is not None:
+                # The listener alone delivers: the repair ends below this frame's seq.
                 await self._repair(state, frame.seq - 1)
-                if state.last_seq is not None and frame.seq <= state.last_seq:
-                    return
             state.last_seq = frame.seq
             _observe_latency(frame.packet)
         self._deliver(state, frame)
@@ -413,12 +404,12 @@ class RoomFanout:
             return
         metrics.FANOUT_REPAIRED.inc(len(entries))
         for entry_id, fields in entries:
-            seq = frames.log_entry_seq(entry_id)
-            if state.last_seq is not None and seq <= state.last_seq:
+            frame = frames.log_entry_frame(entry_id, fields)
+            assert frame.seq is not None
+            if state.last_seq is not None and frame.seq <= state.last_seq:
                 continue
-            packet = frames.event_packet("message", frames.log_entry_json(fields))
-            state.last_seq = seq
-            self._deliver(state, frames.Frame(event="message", seq=seq, skip=None, packet=packet))
+            state.last_seq = frame.seq
+            self._deliver(state, frame)
 
 
 def accepted_at(packet: str) -> float | None:

@@ -536,12 +536,12 @@ class Gateway:
         sent = since
         gap = False
         for entry_id, fields in entries:
-            seq = frames.log_entry_seq(entry_id)
-            if seq != sent + 1:
+            frame = frames.log_entry_frame(entry_id, fields)
+            assert frame.seq is not None
+            if frame.seq != sent + 1:
                 gap = True  # older entries were trimmed from the capped log
-            packet = frames.event_packet("message", frames.log_entry_json(fields))
-            self.fanout.send_packet(sid, "message", packet)
-            sent = seq
+            self.fanout.send_packet(sid, frame.event, frame.packet)
+            sent = frame.seq
         if sent < last_seq:
             gap = True
         return last_seq, gap, sent

@@ -91,6 +91,9 @@ def test_recent_log_entries_carry_the_seq_in_their_id() -> None:
     assert frames.log_entry_id(41) == "41-0"
     assert frames.log_entry_seq("41-0") == 41
     assert frames.log_entry_json({"m": "{}"}) == "{}"
+    assert frames.log_entry_frame("41-0", {"m": '{"seq":41}'}) == frames.Frame(
+        "message", 41, None, '2["message",{"seq":41}]'
+    )
     with pytest.raises(frames.FrameError):
         frames.log_entry_seq("x-0")
     with pytest.raises(frames.FrameError):
