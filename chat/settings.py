@@ -23,6 +23,16 @@ class Settings:
 
     environment: str = "dev"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # "standalone": one Redis (or a primary with replicas) at redis_url; "cluster": a Redis
+    # Cluster (ElastiCache cluster mode), redis_url being any node (a seed).
+    redis_mode: str = "standalone"
+    # The inbound stream is this many streams, partition = hash(room): a room's sends stay in
+    # order and each partition has one consumer at a time. Fixed for a deployment's life.
+    inbound_partitions: int = 8
+    # An accepted send is acked only once this many replicas hold its append (Redis WAIT), so
+    # a failover never loses it; 0 acks after the primary's write (no replicas).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 200
     kafka_bootstrap: str = "127.0.0.1:9092"
     # PLAINTEXT on a private machine; SSL on MSK's TLS listener (the system CA store verifies it).
     kafka_security_protocol: str = "PLAINTEXT"
@@ -89,6 +99,14 @@ class Settings:
             raise ValueError(f"environment must be dev, test or prod, not {self.environment!r}")
         if self.environment == "prod" and self.dev_auth:
             raise ValueError("dev_auth must be off in prod: set CHAT_DEV_AUTH=false")
+        if self.redis_mode not in {"standalone", "cluster"}:
+            raise ValueError(
+                f"redis_mode must be standalone or cluster, not {self.redis_mode!r}"
+            )
+        if self.inbound_partitions < 1 or self.redis_wait_replicas < 0:
+            raise ValueError("inbound_partitions must be >= 1 and redis_wait_replicas >= 0")
+        if self.redis_wait_timeout_ms <= 0:
+            raise ValueError("redis_wait_timeout_ms must be positive")
         if self.kafka_security_protocol not in {"PLAINTEXT", "SSL"}:
             raise ValueError("kafka_security_protocol must be PLAINTEXT or SSL")
         if self.environment == "prod" and self.jwt_secret and len(self.jwt_secret) < 32:
