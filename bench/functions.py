@@ -69,7 +69,11 @@ TAKEOVER = (
         name="bench-hold",
         handler="bench.functions:hold",
         trigger=dataclasses.replace(
-            _MESSAGE_TRIGGER, stream=TAKEOVER_STREAM, group="bench", batch_size=10
+            _MESSAGE_TRIGGER,
+            stream=TAKEOVER_STREAM,
+            group="bench",
+            batch_size=10,
+            partitioned=False,
         ),
         timeout_s=10,
     ),
@@ -177,7 +181,8 @@ async def message_alone(deps: Deps, count: int) -> float:
     fn = REGISTRY["message"]
     assert isinstance(fn.trigger, RedisStream)
     stream = f"bench:inbound:{uuid.uuid4().hex[:6]}"
-    fn = dataclasses.replace(fn, trigger=dataclasses.replace(fn.trigger, stream=stream))
+    trigger = dataclasses.replace(fn.trigger, stream=stream, partitioned=False)
+    fn = dataclasses.replace(fn, trigger=trigger)
     await xadd_all(deps, stream, inbound_entries(count, 200))
     runner = RedisStreamRunner(fn, deps, consumer="bench-1")
 

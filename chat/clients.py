@@ -11,21 +11,27 @@ import redis.asyncio as aioredis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio.cluster import RedisCluster
 
 from chat import names
 from chat.settings import Settings
+from chat.shards import RedisClient
+
+# Every Redis client: bounded timeouts and health checks.
+REDIS_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_connect_timeout": 5,
+    "socket_timeout": 10,
+    "health_check_interval": 15,
+}
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client with bounded timeouts and health checks."""
-    return aioredis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=15,
-        retry_on_timeout=True,
-    )
+def redis_client(settings: Settings) -> RedisClient:
+    """An asyncio client of the data set: one Redis, or a cluster from a seed node's URL."""
+    if settings.redis_mode == "cluster":
+        # Follows MOVED/ASK and refreshes its slot map on failovers by itself.
+        return RedisCluster.from_url(settings.redis_url, max_connections=64, **REDIS_OPTIONS)
+    return aioredis.from_url(settings.redis_url, retry_on_timeout=True, **REDIS_OPTIONS)
 
 
 def kafka_connection(settings: Settings) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-# Gateways XADD accepted sends here; the message function consumes it.
+import zlib
+
+# Gateways XADD accepted sends here, partitioned by room (``partition``); the message function
+# consumes each partition with one consumer at a time.
 INBOUND_STREAM = "chat:inbound"
 INBOUND_DEAD_LETTER = "chat:inbound:dead"
 # The message function produces every sequenced message here, keyed by room.
@@ -49,3 +52,23 @@ def presence_key(room: str) -> str:
 def rate_limit_key(user: str, bucket: str) -> str:
     """A user's rate-limit bucket; one hash tag per user so a check spans its buckets atomically."""
     return f"chat:rl:{{u:{user}}}:{bucket}"
+
+
+def partition_of(room: str, partitions: int) -> int:
+    """The inbound partition of a room: stable across processes and restarts (CRC-32)."""
+    return zlib.crc32(room.encode()) % partitions
+
+
+def partition(base: str, index: int) -> str:
+    """Partition ``index`` of the partitioned stream ``base``; its own hash tag (slot)."""
+    return f"{base}:{{{base}#{index}}}"
+
+
+def partition_key(base: str, index: int, suffix: str) -> str:
+    """A key in the slot of partition ``index`` of ``base`` (its dead letters, its lease)."""
+    return f"{suffix}:{{{base}#{index}}}"
+
+
+def partition_members(base: str) -> str:
+    """Sorted set of the consumers sharing ``base``'s partitions, scored by lease expiry (ms)."""
+    return f"{base}:members"

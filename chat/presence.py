@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import redis.asyncio as aioredis
-
 from chat import names
+from chat.shards import Script, Shards
 
 Mode = Literal["add", "remove", "touch"]
 
@@ -23,7 +22,7 @@ Mode = Literal["add", "remove", "touch"]
 # "touch" never re-adds a member (it may have just left); it reports the missing ones instead.
 # The distinct users are listed only when something may have changed, so a quiet heartbeat
 # costs O(members touched), not O(room size).
-_UPDATE = """
+_UPDATE = Script("""
 local key, mode, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -73,7 +72,7 @@ if before ~= nil then
 end
 for i = 1, #missing do reply[#reply + 1] = missing[i] end
 return reply
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,20 +106,18 @@ def snapshot(room: str, reply: Sequence[object]) -> Snapshot:
 class Presence:
     """The presence sets of the rooms this node's sockets are in."""
 
-    def __init__(self, redis: aioredis.Redis, node: str, ttl_s: float) -> None:
+    def __init__(self, shards: Shards, node: str, ttl_s: float) -> None:
         self.node = node
         self._ttl_ms = str(int(ttl_s * 1000))
-        self._redis = redis
-        self._script = redis.register_script(_UPDATE)
+        self._shards = shards
 
     def member(self, sid: str, user: str) -> str:
         """This node's presence entry for a socket."""
         return member(self.node, sid, user)
 
     async def _update(self, mode: Mode, room: str, members: Sequence[str]) -> Snapshot:
-        keys = [names.presence_key(room)]
-        reply = await self._script(keys=keys, args=[mode, self._ttl_ms, *members])
-        return snapshot(room, reply)
+        (snap,) = await self._pipelined(mode, {room: members})
+        return snap
 
     async def enter(self, room: str, sid: str, user: str) -> Snapshot:
         """Mark a socket present in a room; the snapshot always lists the users."""
@@ -144,14 +141,12 @@ class Presence:
         if not members_by_room:
             return []
         rooms = list(members_by_room)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for room in rooms:
-                await self._script(
-                    keys=[names.presence_key(room)],
-                    args=[mode, self._ttl_ms, *members_by_room[room]],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        replies = await self._shards.run(
+            [
+                _UPDATE.call([names.presence_key(room)], [mode, self._ttl_ms, *members])
+                for room, members in members_by_room.items()
+            ]
+        )
         return [snapshot(room, reply) for room, reply in zip(rooms, replies, strict=True)]
 
     async def users(self, room: str) -> list[str]:

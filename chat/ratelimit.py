@@ -8,24 +8,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import redis.asyncio as aioredis
-
 from chat import names
 from chat.contract import ContractError, ErrorCode
+from chat.shards import Command, Script, Shards
 
 Scope = Literal["user", "socket"]
 
 # GCRA (the generic cell rate algorithm): one number per bucket, the theoretical arrival time of
 # the next event. The script takes a batch of events; for each, every bucket is tested first and
-# updated only if all allow, so concurrent nodes can never both spend the last unit, and an event
-# that carries stream fields is appended to the stream (KEYS[1]) in the same atomic step, so an
-# accepted send is never refused and a refused one never appended. Redis's clock is the only
-# clock, so skew between gateway hosts changes nothing.
-#   KEYS: the stream, then the buckets
+# updated only if all allow, so concurrent nodes can never both spend the last unit. Redis's
+# clock is the only clock, so skew between gateway hosts changes nothing. One call's buckets
+# share a slot (a user's buckets share a hash tag), so it runs on a Redis Cluster too.
+#   KEYS: the buckets
 #   ARGV: the number of events, then per event: its bucket count, per bucket its KEYS index,
-#         emission interval and burst tolerance in milliseconds; its field count and fields
-#   returns per event 0 when allowed (and appended), else how many milliseconds until it would be
-_SPEND = """
+#         emission interval and burst tolerance in milliseconds
+#   returns per event 0 when allowed (and spent), else how many milliseconds until it would be
+_SPEND = Script("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local out = {}
@@ -42,33 +40,27 @@ for e = 1, tonumber(ARGV[1]) do
     keys[b], tats[b] = key, next_tat
     a = a + 3
   end
-  local nfields = tonumber(ARGV[a + 1])
-  a = a + 2
+  a = a + 1
   if wait > 0 then
     out[e] = math.ceil(wait)
   else
     for b, key in ipairs(keys) do
       redis.call('SET', key, string.format('%.3f', tats[b]), 'PX', math.ceil(tats[b] - now) + 1)
     end
-    if nfields > 0 then
-      redis.call('XADD', KEYS[1], '*', unpack(ARGV, a, a + nfields - 1))
-    end
     out[e] = 0
   end
-  a = a + nfields
 end
 return out
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
 class Spend:
-    """One event to charge: whose buckets, and the stream fields to append if it is allowed."""
+    """One event to charge: whose buckets."""
 
     event: str
     user: str
     sid: str
-    fields: Mapping[str, str] | None = None
 
 
 _RULE = re.compile(r"^([a-z_]+)\.(user|socket)=([0-9]*\.?[0-9]+):([0-9]+)$")
@@ -120,19 +112,35 @@ def parse_limits(spec: str) -> dict[tuple[str, Scope], Limit]:
 class RateLimiter:
     """Checks and spends a user's and a socket's buckets for one event, atomically."""
 
-    def __init__(self, redis: aioredis.Redis, limits: Mapping[tuple[str, Scope], Limit]) -> None:
+    def __init__(self, shards: Shards, limits: Mapping[tuple[str, Scope], Limit]) -> None:
+        self.shards = shards
         self._by_event: dict[str, dict[Scope, Limit]] = {}
         for (event, scope), limit in limits.items():
             self._by_event.setdefault(event, {})[scope] = limit
-        self._script = redis.register_script(_SPEND)
 
     def limits_for(self, event: str) -> dict[Scope, Limit]:
         """The limits that apply to ``event``, by scope."""
         return self._by_event.get(event, {})
 
-    async def spend(self, stream: str, events: Sequence[Spend]) -> list[int]:
-        """Charge each event in order; 0 when allowed (fields appended to ``stream``), else ms."""
-        keys: list[str] = [stream]
+    async def spend(self, events: Sequence[Spend]) -> list[int]:
+        """Charge each event in order; 0 when allowed (and spent), else the wait in ms."""
+        # One script call per slot (all events on a standalone Redis, per user on a cluster).
+        groups: dict[int, list[int]] = {}
+        for i, ev in enumerate(events):
+            if self.limits_for(ev.event):
+                groups.setdefault(self.shards.slot(names.rate_limit_key(ev.user, "")), []).append(i)
+        waits = [0] * len(events)
+        if not groups:
+            return waits
+        calls = [self._call([events[i] for i in idx]) for idx in groups.values()]
+        replies = await self.shards.run(calls)
+        for idx, reply in zip(groups.values(), replies, strict=True):
+            for i, wait in zip(idx, reply, strict=True):
+                waits[i] = int(wait)
+        return waits
+
+    def _call(self, events: Sequence[Spend]) -> Command:
+        keys: list[str] = []
         index: dict[str, int] = {}
         args: list[str | float | int] = [len(events)]
         for ev in events:
@@ -145,19 +153,11 @@ class RateLimiter:
                     keys.append(key)
                     index[key] = len(keys)  # Lua indexes from 1
                 args += [index[key], f"{limit.interval_ms:.3f}", f"{limit.tolerance_ms:.3f}"]
-            fields = ev.fields or {}
-            args.append(2 * len(fields))
-            for name, value in fields.items():
-                args += [name, value]
-        waits = await self._script(keys=keys, args=args)
-        return [int(w) for w in waits]
+        return _SPEND.call(keys, args)
 
     async def retry_after_ms(self, event: str, user: str, sid: str) -> int:
         """Spend one unit of every bucket of ``event``; 0 when allowed, else the wait in ms."""
-        if not self.limits_for(event):
-            return 0
-        # No fields: the stream key is declared but never written.
-        (wait,) = await self.spend(names.INBOUND_STREAM, [Spend(event, user, sid)])
+        (wait,) = await self.spend([Spend(event, user, sid)])
         return wait
 
     async def check(self, event: str, user: str, sid: str) -> None:

@@ -100,9 +100,7 @@ class Settings:
         if self.environment == "prod" and self.dev_auth:
             raise ValueError("dev_auth must be off in prod: set CHAT_DEV_AUTH=false")
         if self.redis_mode not in {"standalone", "cluster"}:
-            raise ValueError(
-                f"redis_mode must be standalone or cluster, not {self.redis_mode!r}"
-            )
+            raise ValueError(f"redis_mode must be standalone or cluster, not {self.redis_mode!r}")
         if self.inbound_partitions < 1 or self.redis_wait_replicas < 0:
             raise ValueError("inbound_partitions must be >= 1 and redis_wait_replicas >= 0")
         if self.redis_wait_timeout_ms <= 0:

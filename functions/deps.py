@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-import redis.asyncio as aioredis
 from confluent_kafka import KafkaError, Message, Producer
 from psycopg_pool import AsyncConnectionPool
 
 from chat.clients import kafka_producer, postgres_pool, redis_client
 from chat.settings import Settings
+from chat.shards import RedisClient, Shards
 from functions.forwarding import Forwarder, OutRecord
 
 __all__ = ["DeliveryError", "Deps", "OutRecord", "current", "install"]
@@ -25,18 +25,26 @@ class Deps:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._redis: aioredis.Redis | None = None
+        self._redis: RedisClient | None = None
+        self._shards: Shards | None = None
         self._producer: Producer | None = None
         self._forwarder: Forwarder | None = None
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
 
     @property
-    def redis(self) -> aioredis.Redis:
-        """The process's Redis client."""
+    def redis(self) -> RedisClient:
+        """The process's Redis client (of the one Redis, or of the cluster)."""
         if self._redis is None:
             self._redis = redis_client(self.settings)
         return self._redis
+
+    @property
+    def shards(self) -> Shards:
+        """Where keys live, for pipelines per node and writes awaited on the replicas."""
+        if self._shards is None:
+            self._shards = Shards(self.settings, self.redis)
+        return self._shards
 
     @property
     def producer(self) -> Producer:

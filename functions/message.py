@@ -16,38 +16,60 @@ from dataclasses import dataclass
 from chat import frames, names
 from chat.contract import ContractError, ErrorCode, Message, SendRequest, parse
 from chat.ids import message_id
+from chat.shards import Command, NotReplicated, Script
 from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps, OutRecord
 
 # One call per room per batch, atomic: Redis runs scripts one at a time, so a room's seq order,
 # its recent-log order and its fan-out order are one order, whichever host ran the script. A
 # dedup hit assigns nothing and publishes nothing; it returns the first assignment.
+# The counter never falls behind the room's recent log (a counter lost or restored older than
+# the log would hand out seqs already taken): the next seq follows the newest logged one.
+# With ``publish`` '0' the script publishes nothing: the caller publishes once replicas hold
+# the writes (Redis WAIT), so no member ever sees a seq a failover could hand out again.
 #   KEYS: seq counter, recent log, then one dedup key per message
-#   ARGV: dedup ttl, log length, room channel, then per message: JSON head, JSON tail, entry id
+#   ARGV: dedup ttl, log length, room channel, publish ('1'/'0'),
+#         then per message: JSON head, JSON tail, entry id
 # Reply per message: {1, seq} when sequenced now, {0, "<seq>|<entry id>"} on a dedup hit.
-_SEQUENCE = (
+_SEQUENCE = Script(
     frames.MESSAGE_LUA
     + """
-local ttl, log_len, channel = ARGV[1], ARGV[2], ARGV[3]
+local ttl, log_len, channel, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local out = {}
+local guarded = false
 for i = 1, #KEYS - 2 do
   local dedup = KEYS[2 + i]
   local hit = redis.call('GET', dedup)
   if hit then
     out[i] = {0, hit}
   else
-    local at = 3 + 3 * (i - 1)
+    if not guarded then
+      guarded = true
+      local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+      if newest then
+        local logged = tonumber(string.match(newest[1], '^(%d+)-'))
+        if logged > tonumber(redis.call('GET', KEYS[1]) or '0') then
+          redis.call('SET', KEYS[1], string.format('%d', logged))
+        end
+      end
+    end
+    local at = 4 + 3 * (i - 1)
     local seq = redis.call('INCR', KEYS[1])
     local msg = message_json(ARGV[at + 1], seq, ARGV[at + 2])
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_len, seq_text(seq) .. '-0', 'm', msg)
     redis.call('SET', dedup, seq_text(seq) .. '|' .. ARGV[at + 3], 'EX', ttl)
-    redis.call('SPUBLISH', channel, fanout_frame('message', seq, event_packet('message', msg)))
+    if publish == '1' then
+      redis.call('SPUBLISH', channel, fanout_frame('message', seq, event_packet('message', msg)))
+    end
     out[i] = {1, seq}
   end
 end
 return out
 """
 )
+# A batch whose writes the replicas did not confirm in time is run again this often (the
+# script is idempotent: a second run returns the first run's seqs) before the batch fails.
+_REPLICATION_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +112,22 @@ def decode(record: StreamRecord) -> Inbound:
     return Inbound(record=record, request=request, sender=sender, ts=ts, id=msg_id)
 
 
-def _to_forward(item: Inbound, head: bytes, tail: bytes, reply: Sequence[object]) -> bytes | None:
-    """The Kafka value for one script reply, or None for a re-sent duplicate."""
+def _to_forward(
+    item: Inbound, head: bytes, tail: bytes, reply: Sequence[object]
+) -> tuple[int, bytes] | None:
+    """The seq and message JSON for one script reply, or None for a re-sent duplicate."""
     fresh, value = reply
     if int(str(fresh)):
-        return frames.message_json(head, int(str(value)), tail)
+        seq = int(str(value))
+        return seq, frames.message_json(head, seq, tail)
     first = str(value)
-    seq, _, origin = first.partition("|")
+    logged, _, origin = first.partition("|")
     # Records written before the ts left the dedup value read "<seq>|<ts>|<entry id>".
     origin = origin.rpartition("|")[2]
     if origin != item.record.origin:
         return None  # a re-sent duplicate: its first entry produces (or produced) it
     # A redelivery or a replay of the first entry: produce again; persist is idempotent.
-    return frames.message_json(head, int(seq), tail)
+    return int(logged), frames.message_json(head, int(logged), tail)
 
 
 async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
@@ -120,35 +145,52 @@ async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
         return result
 
     settings = deps.settings
-    script = deps.redis.register_script(_SEQUENCE)
+    wait = settings.redis_wait_replicas
     plans: list[tuple[list[Inbound], list[tuple[bytes, bytes]]]] = []
-    async with deps.redis.pipeline(transaction=False) as pipe:
-        for room, items in by_room.items():
-            templates = [item.template() for item in items]
-            args: list[str | bytes | int] = [
-                settings.dedup_ttl_s,
-                settings.recent_log_len,
-                names.room_channel(room),
-            ]
-            for item, (head, tail) in zip(items, templates, strict=True):
-                args += [head, tail, item.record.origin]
-            await script(
-                keys=[
-                    names.seq_key(room),
-                    names.recent_log_key(room),
-                    *(names.dedup_key(room, item.id) for item in items),
-                ],
-                args=args,
-                client=pipe,
-            )
-            plans.append((items, templates))
-        replies = await pipe.execute()
+    calls = []
+    for room, items in by_room.items():
+        templates = [item.template() for item in items]
+        args: list[str | bytes | int] = [
+            settings.dedup_ttl_s,
+            settings.recent_log_len,
+            names.room_channel(room),
+            0 if wait else 1,
+        ]
+        for item, (head, tail) in zip(items, templates, strict=True):
+            args += [head, tail, item.record.origin]
+        keys = [
+            names.seq_key(room),
+            names.recent_log_key(room),
+            *(names.dedup_key(room, item.id) for item in items),
+        ]
+        calls.append(_SEQUENCE.call(keys, args))
+        plans.append((items, templates))
+    # One pipeline per node holding these rooms (every room on a standalone Redis).
+    for attempt in range(1, _REPLICATION_TRIES + 1):
+        try:
+            replies = await deps.shards.run(calls, wait_replicas=wait)
+            break
+        except NotReplicated:
+            if attempt == _REPLICATION_TRIES:
+                raise
 
     to_kafka: list[OutRecord] = []
+    publish: list[Command] = []
     for (items, templates), room_replies in zip(plans, replies, strict=True):
         for item, (head, tail), reply in zip(items, templates, room_replies, strict=True):
-            value = _to_forward(item, head, tail, reply)
-            if value is not None:
-                to_kafka.append((item.request.room, value, None))
+            out = _to_forward(item, head, tail, reply)
+            if out is None:
+                continue
+            seq, value = out
+            room = item.request.room
+            to_kafka.append((room, value, None))
+            if wait:
+                channel = names.room_channel(room)
+                frame = frames.encode_frame("message", frames.event_packet("message", value), seq)
+                publish.append(Command(channel, ("SPUBLISH", channel, frame)))
+    if publish:
+        # Replicated: members may see these seqs now (a redelivery publishes again; nodes drop
+        # a seq they already delivered).
+        await deps.shards.run(publish)
     result.settle = deps.forwarder.send(names.MESSAGES_TOPIC, to_kafka)
     return result

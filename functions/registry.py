@@ -58,6 +58,7 @@ FUNCTIONS: tuple[Function, ...] = (
             # dead host's entries wait before another host takes them.
             visibility_timeout_s=10.0,
             dead_letter=names.INBOUND_DEAD_LETTER,
+            partitioned=True,
         ),
         timeout_s=10.0,
         description="Dedup, per-room seq, recent log, fan-out, produce to Kafka.",

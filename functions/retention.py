@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from chat import names
+from chat.shards import RedisClient
 from functions.deps import Deps
 
 log = logging.getLogger("functions.retention")
@@ -61,7 +61,7 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-async def trim_recent_logs(redis: aioredis.Redis, newest: dict[str, int]) -> None:
+async def trim_recent_logs(redis: RedisClient, newest: dict[str, int]) -> None:
     """Drop from each room's recent log every entry up to the newest deleted seq."""
     if not newest:
         return
@@ -100,7 +100,7 @@ async def purge(
     cutoff: datetime,
     batch: int,
     budget_s: float = BUDGET_S,
-    redis: aioredis.Redis | None = None,
+    redis: RedisClient | None = None,
 ) -> Purge:
     """Delete messages created before ``cutoff``, oldest day first, ``batch`` rows a commit.
 

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import assert_never
 
+from chat import names
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _ROUTE_RE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) (/[A-Za-z0-9_./{}-]*)$")
 
@@ -14,6 +16,16 @@ def _positive(owner: str, **values: float) -> None:
     for field, value in values.items():
         if value <= 0:
             raise ValueError(f"{owner}.{field} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPartition:
+    """One stream a Redis-stream trigger reads: its dead letters and lease share its slot."""
+
+    index: int
+    stream: str
+    dead_letter: str | None
+    lease: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,25 @@ class RedisStream:
     dead_letter_cap: int = 100
     dead_letter_window_s: float = 60.0
     dead_letter_cooldown_s: float = 300.0
+    # Partitioned: ``stream`` names a family of ``Settings.inbound_partitions`` streams, each
+    # consumed by one consumer at a time (leases shared out among the live hosts), so entries
+    # of one partition are handled in order; ``concurrency`` is then the partitions' count.
+    partitioned: bool = False
+
+    def partitions(self, count: int) -> tuple[StreamPartition, ...]:
+        """The streams this trigger reads (one unless partitioned), each with its dead letters."""
+        if not self.partitioned:
+            lease = f"{self.stream}:lease"
+            return (StreamPartition(0, self.stream, self.dead_letter, lease),)
+        return tuple(
+            StreamPartition(
+                i,
+                names.partition(self.stream, i),
+                names.partition_key(self.stream, i, self.dead_letter) if self.dead_letter else None,
+                names.partition_key(self.stream, i, f"{self.stream}:lease"),
+            )
+            for i in range(count)
+        )
 
     def __post_init__(self) -> None:
         if not self.stream or not self.group:

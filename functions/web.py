@@ -196,7 +196,9 @@ def readable_room(request: Request, identity: Identity) -> str:
 def _limiter(deps: Deps) -> RateLimiter:
     limiter = _limiters.get(deps)
     if limiter is None:
-        limiter = _limiters[deps] = RateLimiter(deps.redis, parse_limits(deps.settings.rate_limits))
+        limiter = _limiters[deps] = RateLimiter(
+            deps.shards, parse_limits(deps.settings.rate_limits)
+        )
     return limiter
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import socketio
 from prometheus_client import make_asgi_app, start_http_server
+from redis.asyncio.cluster import RedisCluster
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -17,6 +18,7 @@ from starlette.routing import Mount, Route
 
 from chat.clients import redis_client
 from chat.settings import Settings
+from chat.shards import RedisClient
 from realtime.gateway import Gateway
 from realtime.web import web_routes
 
@@ -28,8 +30,11 @@ _REDIS_CONNECTIONS = 64
 _REDIS_WAIT_S = 5.0
 
 
-def _pooled(client: aioredis.Redis) -> aioredis.Redis:
-    """The same client settings over a pool that waits for a free connection."""
+def _pooled(client: RedisClient) -> RedisClient:
+    """The same client settings over a pool that waits for a free connection (a cluster
+    client keeps its own bounded pool per node)."""
+    if isinstance(client, RedisCluster):
+        return client
     base = client.connection_pool
     pool = aioredis.BlockingConnectionPool(
         max_connections=_REDIS_CONNECTIONS,

@@ -27,6 +27,7 @@ import socketio
 from engineio import packet as eio_packet
 
 from chat import frames, names
+from chat.shards import Shards
 from realtime import metrics
 
 log = logging.getLogger("realtime.fanout")
@@ -144,6 +145,8 @@ class _Room:
     floor: int = 0
     # sid -> frames held while that socket replays the recent log
     holds: dict[str, list[frames.Frame]] = field(default_factory=dict)
+    # The node whose subscription link carries the room's channel.
+    link: str = ""
 
     @property
     def expected(self) -> int:
@@ -151,41 +154,41 @@ class _Room:
         return max(self.last_seq or 0, self.floor) + 1
 
 
-class RoomFanout:
-    """This node's room subscriptions and the delivery of their frames to local members."""
+class _Link:
+    """One subscription connection to one Redis node, carrying the channels that node owns.
 
-    def __init__(self, redis_url: str, redis: aioredis.Redis, writer: PacketWriter) -> None:
-        self.redis = redis
-        self.writer = writer
-        # One dedicated connection carries every subscription of this node: no timeout on
-        # reads (it idles between frames), liveness by pings instead.
+    No timeout on reads (it idles between frames), liveness by pings instead; RESP2, so a
+    subscribed connection answers with plain arrays, read in order.
+    """
+
+    def __init__(self, fanout: RoomFanout, address: str) -> None:
+        self.fanout = fanout
+        self.address = address
+        self.channels: set[str] = set()
         self._pool = aioredis.ConnectionPool.from_url(
-            redis_url,
+            fanout.shards.url_for(address),
             decode_responses=True,
             socket_connect_timeout=5,
             socket_timeout=None,
             socket_keepalive=True,
             max_connections=2,
-            # RESP2: a subscribed connection answers with plain arrays, read in order.
             protocol=2,
         )
         self._conn: Any = None
-        self._rooms: dict[str, _Room] = {}
-        self._by_channel: dict[str, _Room] = {}
         self._task: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._last_reply = time.monotonic()
 
-    # ----- lifecycle -----
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
 
     def start(self) -> None:
-        """Start the subscription reader (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._read_forever(), name="room-fanout")
-            self._pinger = asyncio.create_task(self._ping_forever(), name="room-fanout-ping")
+            self._task = asyncio.create_task(self._read_forever(), name=f"fanout-{self.address}")
+            self._pinger = asyncio.create_task(self._ping_forever(), name="fanout-ping")
 
     async def stop(self) -> None:
-        """Stop reading and close the subscription connection."""
         for task in (self._pinger, self._task):
             if task is not None:
                 task.cancel()
@@ -194,6 +197,125 @@ class RoomFanout:
         self._task = self._pinger = None
         await self._close()
         await self._pool.aclose()
+
+    async def send(self, *command: str) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the reader subscribes every wanted channel when it (re)connects
+        try:
+            await conn.send_command(*command)
+        except (OSError, aioredis.ConnectionError):
+            # The reader notices the broken connection and resubscribes everything.
+            log.warning("subscription command failed; the reader reconnects", exc_info=True)
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def _connect(self) -> Any:
+        conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
+        await conn.connect()
+        self._conn = conn
+        self._last_reply = time.monotonic()
+        # One channel per command: a cluster refuses channels of several slots in one.
+        for channel in sorted(self.channels):
+            await conn.send_command("SSUBSCRIBE", channel)
+        return conn
+
+    async def _read_forever(self) -> None:
+        failures = 0
+        while self.channels or not failures:
+            try:
+                conn = await self._connect()
+                if failures:
+                    log.info(
+                        "room subscriptions restored",
+                        extra={"rooms": len(self.channels), "node": self.address},
+                    )
+                failures = 0
+                while True:
+                    try:
+                        reply = await conn.read_response()
+                    except aioredis.ResponseError as exc:
+                        # MOVED: a channel's slot is another node's now (a failover).
+                        self._last_reply = time.monotonic()
+                        log.info("subscription redirected: %s", exc, extra={"node": self.address})
+                        await self.fanout._reroute(self)
+                        continue
+                    self._last_reply = time.monotonic()
+                    await self.fanout._on_reply(self, reply)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                metrics.FANOUT_RECONNECTS.inc()
+                await self._close()
+                self.fanout._lost(self)
+                delay = min(_RECONNECT_CAP_S, _RECONNECT_BASE_S * 2 ** min(failures - 1, 6))
+                log.warning(
+                    "room subscription connection lost; reconnecting in %.1fs",
+                    delay,
+                    exc_info=failures == 1,
+                    extra={"rooms": len(self.channels), "failures": failures, "node": self.address},
+                )
+                await asyncio.sleep(delay)
+                # The node may be gone for good (a failover): rooms follow their slots' owner.
+                await self.fanout.shards.refresh()
+                await self.fanout._reroute(self)
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_PING_EVERY_S)
+            if self._conn is None:
+                continue
+            if time.monotonic() - self._last_reply > 2 * _PING_EVERY_S + 1:
+                log.warning("room subscription connection silent; reconnecting")
+                await self._close()
+                continue
+            await self.send("PING")
+
+
+class RoomFanout:
+    """This node's room subscriptions and the delivery of their frames to local members.
+
+    Each room's channel is subscribed on the node owning its slot (the one Redis, or a cluster
+    primary), one connection per such node; when a node fails or a slot moves, its rooms are
+    subscribed again where their slot lives now and repaired from their recent logs.
+    """
+
+    def __init__(self, shards: Shards, writer: PacketWriter) -> None:
+        self.shards = shards
+        self.redis: Any = shards.client
+        self.writer = writer
+        self._rooms: dict[str, _Room] = {}
+        self._by_channel: dict[str, _Room] = {}
+        self._links: dict[str, _Link] = {}
+        self._started = False
+
+    # ----- lifecycle -----
+
+    def start(self) -> None:
+        """Start the subscription readers (idempotent)."""
+        self._started = True
+        for link in self._links.values():
+            link.start()
+
+    async def stop(self) -> None:
+        """Stop reading and close the subscription connections."""
+        self._started = False
+        links, self._links = list(self._links.values()), {}
+        for link in links:
+            await link.stop()
+
+    def _link(self, address: str) -> _Link:
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = _Link(self, address)
+        if self._started:
+            link.start()
+        return link
 
     # ----- subscriptions -----
 
@@ -205,7 +327,10 @@ class RoomFanout:
             state.subscribed = asyncio.get_running_loop().create_future()
             self._rooms[room] = state
             self._by_channel[state.channel] = state
-            await self._send("SSUBSCRIBE", state.channel)
+            link = self._link(await self.shards.owner(state.channel))
+            state.link = link.address
+            link.channels.add(state.channel)
+            await link.send("SSUBSCRIBE", state.channel)
         state.sockets.add(sid)
         if state.subscribed is not None and not state.subscribed.done():
             try:
@@ -233,8 +358,38 @@ class RoomFanout:
         self._by_channel.pop(state.channel, None)
         if state.subscribed is not None and not state.subscribed.done():
             state.subscribed.cancel()
-        task = asyncio.get_running_loop().create_task(self._send("SUNSUBSCRIBE", state.channel))
-        task.add_done_callback(_log_failure)
+        link = self._links.get(state.link)
+        if link is not None:
+            link.channels.discard(state.channel)
+            task = asyncio.get_running_loop().create_task(link.send("SUNSUBSCRIBE", state.channel))
+            task.add_done_callback(_log_failure)
+
+    def _lost(self, link: _Link) -> None:
+        """A link's connection broke: its rooms are confirmed (and repaired) again later."""
+        for channel in link.channels:
+            state = self._by_channel.get(channel)
+            if state is not None and (state.subscribed is None or state.subscribed.done()):
+                state.subscribed = None
+
+    async def _reroute(self, link: _Link) -> None:
+        """Move the link's rooms whose slot another node owns now to that node's link."""
+        await self.shards.refresh()
+        for channel in sorted(link.channels):
+            state = self._by_channel.get(channel)
+            owner = await self.shards.owner(channel)
+            if state is None or owner == link.address:
+                continue
+            link.channels.discard(channel)
+            if state.subscribed is None or state.subscribed.done():
+                state.subscribed = None  # confirmed (and repaired) on the new node
+            target = self._link(owner)
+            state.link = owner
+            target.channels.add(channel)
+            await target.send("SSUBSCRIBE", channel)
+        if not link.channels and link.address in self._links and not link.connected:
+            del self._links[link.address]
+            task = asyncio.get_running_loop().create_task(link.stop())
+            task.add_done_callback(_log_failure)
 
     # ----- holds during replay -----
 
@@ -267,79 +422,21 @@ class RoomFanout:
         if self.writer.write_to(sid, packet):
             metrics.EVENTS_OUT.labels(event).inc()
 
-    # ----- the subscription connection -----
-
-    async def _send(self, *command: str) -> None:
-        conn = self._conn
-        if conn is None:
-            return  # the reader subscribes every wanted room when it (re)connects
-        try:
-            await conn.send_command(*command)
-        except (OSError, aioredis.ConnectionError):
-            # The reader notices the broken connection and resubscribes everything.
-            log.warning("subscription command failed; the reader reconnects", exc_info=True)
-
-    async def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
-
-    async def _connect(self) -> Any:
-        conn: Any = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        await conn.connect()
-        self._conn = conn
-        self._last_reply = time.monotonic()
-        channels = [state.channel for state in self._rooms.values()]
-        if channels:
-            await conn.send_command("SSUBSCRIBE", *channels)
-        return conn
-
-    async def _read_forever(self) -> None:
-        failures = 0
-        while True:
-            try:
-                conn = await self._connect()
-                if failures:
-                    log.info("room subscriptions restored", extra={"rooms": len(self._rooms)})
-                failures = 0
-                while True:
-                    reply = await conn.read_response()
-                    self._last_reply = time.monotonic()
-                    await self._on_reply(reply)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                failures += 1
-                metrics.FANOUT_RECONNECTS.inc()
-                await self._close()
-                for state in self._rooms.values():
-                    if state.subscribed is None or state.subscribed.done():
-                        state.subscribed = None  # confirmed again after the reconnect
-                delay = min(_RECONNECT_CAP_S, _RECONNECT_BASE_S * 2 ** min(failures - 1, 6))
-                log.warning(
-                    "room subscription connection lost; reconnecting in %.1fs",
-                    delay,
-                    exc_info=failures == 1,
-                    extra={"rooms": len(self._rooms), "failures": failures},
-                )
-                await asyncio.sleep(delay)
-
-    async def _ping_forever(self) -> None:
-        while True:
-            await asyncio.sleep(_PING_EVERY_S)
-            if self._conn is None:
-                continue
-            if time.monotonic() - self._last_reply > 2 * _PING_EVERY_S + 1:
-                log.warning("room subscription connection silent; reconnecting")
-                await self._close()
-                continue
-            await self._send("PING")
-
-    async def _on_reply(self, reply: Any) -> None:
+    async def _on_reply(self, link: _Link, reply: Any) -> None:
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
+        if kind == "sunsubscribe" and len(reply) >= 2 and reply[1] in link.channels:
+            # The node gave the channel's slot up (a failover or a resharding) while we
+            # still want it: follow the slot.
+            state = self._by_channel.get(reply[1])
+            if state is not None:
+                if state.subscribed is None or state.subscribed.done():
+                    state.subscribed = None
+                await self._reroute(link)
+                if state.link == link.address:
+                    await link.send("SSUBSCRIBE", state.channel)
+            return
         if kind == "smessage" and len(reply) == 3:
             state = self._by_channel.get(reply[1])
             if state is not None:

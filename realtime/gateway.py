@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 from socketio import packet as sio_packet
 
@@ -35,6 +34,7 @@ from chat.ids import message_id
 from chat.presence import Presence, Snapshot, parse_member
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.settings import Settings
+from chat.shards import RedisClient, Shards
 from realtime import metrics
 from realtime.fanout import PacketWriter, RoomFanout, abort_websocket
 from realtime.intake import SendIntake
@@ -131,12 +131,13 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
 class Gateway:
     """Owns the Socket.IO server of this node and the state of its sockets."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient) -> None:
         self.settings = settings
         self.redis = redis
-        self.limiter = RateLimiter(redis, parse_limits(settings.rate_limits))
-        self.intake = SendIntake(self.limiter, names.INBOUND_STREAM)
-        self.presence = Presence(redis, settings.node_id, settings.presence_ttl_s)
+        self.shards = Shards(settings, redis)
+        self.limiter = RateLimiter(self.shards, parse_limits(settings.rate_limits))
+        self.intake = SendIntake(self.limiter, self.shards, settings)
+        self.presence = Presence(self.shards, settings.node_id, settings.presence_ttl_s)
         # Sockets and Socket.IO rooms are this node's alone; rooms reach other nodes through
         # their sharded channels (RoomFanout), not through a Socket.IO message queue.
         self.manager = socketio.AsyncManager()
@@ -153,9 +154,7 @@ class Gateway:
             logger=False,
             engineio_logger=False,
         )
-        self.fanout = RoomFanout(
-            settings.redis_url, redis, PacketWriter(self.sio, settings.max_outbound_packets)
-        )
+        self.fanout = RoomFanout(self.shards, PacketWriter(self.sio, settings.max_outbound_packets))
         self.conns: dict[str, Connection] = {}
         # user -> this node's sockets of that user
         self.sockets_of: dict[str, int] = {}

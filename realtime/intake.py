@@ -1,4 +1,13 @@
-"""Accepting sends in batches: one Redis round trip charges and appends many sends at once."""
+"""Accepting sends in batches: one round trip charges many sends, one more appends them.
+
+A send is charged first (its user's and socket's rate-limit buckets, atomically) and only an
+allowed one is appended to its room's inbound partition; the caller learns the outcome once the
+append is confirmed, by the replicas too when ``redis_wait_replicas`` asks for it (a failover
+then never loses an acked send). A refused send is never appended. A send whose append fails
+(Redis down, replicas not confirming) answers an error and may be retried with the same
+``client_msg_id`` (its rate-limit unit stays spent): the message function deduplicates a send
+appended twice.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,10 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+from chat import names
 from chat.ratelimit import RateLimiter, Spend
+from chat.settings import Settings
+from chat.shards import Command, Shards
 
 log = logging.getLogger("realtime.intake")
 
@@ -23,10 +35,19 @@ class SendIntake:
     per-command cost is paid per batch, not per send.
     """
 
-    def __init__(self, limiter: RateLimiter, stream: str) -> None:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        shards: Shards,
+        settings: Settings,
+        stream: str = names.INBOUND_STREAM,
+    ) -> None:
         self.limiter = limiter
+        self.shards = shards
         self.stream = stream
-        self._queue: list[tuple[Spend, asyncio.Future[int]]] = []
+        self.partitions = settings.inbound_partitions
+        self.wait_replicas = settings.redis_wait_replicas
+        self._queue: list[tuple[Spend, Mapping[str, str], asyncio.Future[int]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -35,7 +56,7 @@ class SendIntake:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_forever(), name="send-intake")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((Spend("send", user, sid, fields), future))
+        self._queue.append((Spend("send", user, sid), fields, future))
         self._ready.set()
         return await future
 
@@ -47,20 +68,35 @@ class SendIntake:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 await self._flush(batch)
 
-    async def _flush(self, batch: list[tuple[Spend, asyncio.Future[int]]]) -> None:
+    def partition(self, room: str) -> str:
+        """The inbound stream partition of ``room``."""
+        return names.partition(self.stream, names.partition_of(room, self.partitions))
+
+    async def _flush(
+        self, batch: list[tuple[Spend, Mapping[str, str], asyncio.Future[int]]]
+    ) -> None:
         try:
-            waits = await self.limiter.spend(self.stream, [spend for spend, _ in batch])
+            waits = await self.limiter.spend([spend for spend, _, _ in batch])
+            appends = []
+            for (_, fields, _), wait in zip(batch, waits, strict=True):
+                if wait:
+                    continue
+                stream = self.partition(fields["room"])
+                pairs = [part for item in fields.items() for part in item]
+                appends.append(Command(stream, ("XADD", stream, "*", *pairs)))
+            if appends:
+                await self.shards.run(appends, wait_replicas=self.wait_replicas)
         except asyncio.CancelledError:
-            for _, future in batch:
+            for _, _, future in batch:
                 future.cancel()
             raise
         except Exception as exc:
-            # Every send of the batch learns the failure; none of them was appended.
-            for _, future in batch:
+            # Every send of the batch learns the failure; none of them is acked.
+            for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), wait in zip(batch, waits, strict=True):
+        for (_, _, future), wait in zip(batch, waits, strict=True):
             if not future.done():
                 future.set_result(wait)
 
@@ -70,6 +106,6 @@ class SendIntake:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for _, future in self._queue:
+        for _, _, future in self._queue:
             future.cancel()
         self._queue.clear()

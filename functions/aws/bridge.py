@@ -27,8 +27,9 @@ from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime.invoke import TransientFailure
+from functions.runtime.partitions import PartitionedRunner
 from functions.runtime.redis_stream import RedisStreamRunner
-from functions.triggers import RedisStream
+from functions.triggers import RedisStream, StreamPartition
 
 log = logging.getLogger("functions.aws.bridge")
 
@@ -92,20 +93,29 @@ def lambda_client(fn: Function) -> Any:
 
 def build(
     fn: Function, lambda_name: str, deps: Deps, client: Any, consumer: str
-) -> RedisStreamRunner:
-    """The runner that feeds ``fn``'s Lambda from its stream as ``consumer``."""
+) -> RedisStreamRunner | PartitionedRunner:
+    """The runner that feeds ``fn``'s Lambda from its stream(s) as ``consumer``."""
     if not isinstance(fn.trigger, RedisStream):
         raise ValueError(f"function {fn.name} is not triggered by a Redis stream")
-    return RedisStreamRunner(fn, deps, consumer, call=LambdaInvoker(fn, lambda_name, client))
+    invoker = LambdaInvoker(fn, lambda_name, client)
+    if fn.trigger.partitioned:
+
+        def runner(partition: StreamPartition, takeover: bool) -> RedisStreamRunner:
+            return RedisStreamRunner(
+                fn, deps, consumer, call=invoker, partition=partition, takeover=takeover
+            )
+
+        return PartitionedRunner(fn, deps, consumer, factory=runner)
+    return RedisStreamRunner(fn, deps, consumer, call=invoker)
 
 
 async def serve(fn: Function, lambda_name: str, settings: Settings) -> None:
     """Bridge until SIGTERM or SIGINT, then finish the batch in hand."""
     deps = Deps(settings)
     consumer = f"bridge-{socket.gethostname()}-{os.getpid()}"
+    count = 1 if isinstance(fn.trigger, RedisStream) and fn.trigger.partitioned else fn.concurrency
     runners = [
-        build(fn, lambda_name, deps, lambda_client(fn), f"{consumer}-{i}")
-        for i in range(fn.concurrency)
+        build(fn, lambda_name, deps, lambda_client(fn), f"{consumer}-{i}") for i in range(count)
     ]
 
     def stop() -> None:

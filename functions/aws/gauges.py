@@ -39,7 +39,8 @@ class Gauge:
 
 
 def dead_letter_sources(functions: Sequence[Function] = FUNCTIONS) -> list[str]:
-    """Every dead-letter stream and topic the registry's functions write to."""
+    """Every dead-letter stream and topic the registry's functions write to (the family name
+    of a partitioned stream's dead letters)."""
     return sorted(
         {
             fn.trigger.dead_letter
@@ -57,19 +58,22 @@ async def _redis_gauges(settings: Settings, functions: Sequence[Function]) -> li
             trigger = fn.trigger
             if not isinstance(trigger, RedisStream):
                 continue
+            depth, lag = 0, 0.0
+            for partition in trigger.partitions(settings.inbound_partitions):
+                if partition.dead_letter:
+                    depth += await redis.xlen(partition.dead_letter)
+                groups = (
+                    await redis.xinfo_groups(partition.stream)
+                    if await redis.exists(partition.stream)
+                    else []
+                )
+                for group in groups:
+                    if group["name"] == trigger.group:
+                        # Entries never delivered to the group; Redis reports None when unknown.
+                        lag += float(group.get("lag") or 0)
             if trigger.dead_letter:
-                depth = await redis.xlen(trigger.dead_letter)
                 gauges.append(Gauge(DEAD_LETTERS, ("Source", trigger.dead_letter), depth))
-            groups = (
-                await redis.xinfo_groups(trigger.stream)
-                if await redis.exists(trigger.stream)
-                else []
-            )
-            for group in groups:
-                if group["name"] == trigger.group:
-                    # Entries never delivered to the group; Redis reports None when unknown.
-                    lag = group.get("lag")
-                    gauges.append(Gauge(STREAM_LAG, ("Function", fn.name), float(lag or 0)))
+            gauges.append(Gauge(STREAM_LAG, ("Function", fn.name), lag))
     finally:
         await redis.aclose()
     return gauges

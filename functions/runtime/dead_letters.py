@@ -15,7 +15,7 @@ from functions.batch import ORIGIN_FIELD
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime import policy, redis_stream
-from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
+from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule, StreamPartition
 
 # Header a replayed Kafka record carries: where in the dead-letter topic it came from.
 REPLAY_HEADER = "replay_of"
@@ -53,10 +53,18 @@ async def list_dead_letters(fn: Function, deps: Deps, limit: int = 100) -> list[
     """The oldest ``limit`` dead letters of ``fn``."""
     trigger = _target(fn)
     if isinstance(trigger, RedisStream):
-        assert trigger.dead_letter
         redis: Any = deps.redis
-        rows = await redis.xrange(trigger.dead_letter, count=limit)
-        return [_from_stream(entry_id, fields) for entry_id, fields in rows]
+        letters: list[DeadLetter] = []
+        for partition in _partitions(trigger, deps):
+            assert partition.dead_letter
+            rows = await redis.xrange(partition.dead_letter, count=limit - len(letters))
+            letters += [
+                _from_stream(_letter_id(trigger, partition, entry_id), fields)
+                for entry_id, fields in rows
+            ]
+            if len(letters) >= limit:
+                break
+        return letters
     return await asyncio.to_thread(_read_topic, trigger, deps, limit)
 
 
@@ -81,29 +89,46 @@ async def replay(fn: Function, deps: Deps, ids: Sequence[str] | None) -> list[st
     return [d.id for d in chosen]
 
 
+def _partitions(trigger: RedisStream, deps: Deps) -> tuple[StreamPartition, ...]:
+    return trigger.partitions(deps.settings.inbound_partitions)
+
+
+def _letter_id(trigger: RedisStream, partition: StreamPartition, entry_id: str) -> str:
+    # A partitioned trigger's dead letters live in one stream per partition: "<partition>/<id>".
+    return f"{partition.index}/{entry_id}" if trigger.partitioned else entry_id
+
+
 async def _replay_stream(trigger: RedisStream, deps: Deps, ids: Sequence[str] | None) -> list[str]:
-    assert trigger.dead_letter
     redis: Any = deps.redis
-    rows: list[tuple[str, dict[str, str]]]
-    if ids is None:
-        rows = await redis.xrange(trigger.dead_letter)
-    else:
-        async with redis.pipeline(transaction=False) as pipe:
-            for entry_id in ids:
-                pipe.xrange(trigger.dead_letter, min=entry_id, max=entry_id)
-            rows = [row for found in await pipe.execute() for row in found]
     replayed: list[str] = []
-    for entry_id, fields in rows:
-        entry = {k: v for k, v in fields.items() if k not in redis_stream.DEAD_LETTER_FIELDS}
-        entry[ORIGIN_FIELD] = fields.get(ORIGIN_FIELD) or fields.get(
-            redis_stream.SOURCE_FIELD, entry_id
-        )
-        # One transaction: a dead letter is either back on the stream or still dead.
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(trigger.stream, entry)
-            pipe.xdel(trigger.dead_letter, entry_id)
-            await pipe.execute()
-        replayed.append(entry_id)
+    for partition in _partitions(trigger, deps):
+        dead = partition.dead_letter
+        assert dead
+        rows: list[tuple[str, dict[str, str]]]
+        if ids is None:
+            rows = await redis.xrange(dead)
+        else:
+            mine = [
+                entry_id
+                for letter in ids
+                for entry_id in [letter.rpartition("/")[2]]
+                if _letter_id(trigger, partition, entry_id) == letter
+            ]
+            rows = []
+            for entry_id in mine:
+                rows += await redis.xrange(dead, min=entry_id, max=entry_id)
+        for entry_id, fields in rows:
+            entry = {k: v for k, v in fields.items() if k not in redis_stream.DEAD_LETTER_FIELDS}
+            entry[ORIGIN_FIELD] = fields.get(ORIGIN_FIELD) or fields.get(
+                redis_stream.SOURCE_FIELD, entry_id
+            )
+            # One transaction (the partition and its dead letters share a slot): a dead
+            # letter is either back on the stream or still dead.
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(partition.stream, entry)
+                pipe.xdel(dead, entry_id)
+                await pipe.execute()
+            replayed.append(_letter_id(trigger, partition, entry_id))
     return replayed
 
 

@@ -17,6 +17,7 @@ from functions.registry import Function
 from functions.runtime import metrics
 from functions.runtime.http import build_app
 from functions.runtime.kafka_topic import KafkaTopicRunner
+from functions.runtime.partitions import PartitionedRunner
 from functions.runtime.redis_stream import RedisStreamRunner
 from functions.runtime.schedule import ScheduleRunner
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
@@ -44,6 +45,19 @@ class _Server(uvicorn.Server):
         yield
 
 
+async def stream_backlog(deps: Deps, trigger: RedisStream) -> int:
+    """Entries of the trigger's streams not yet handled: pending plus not yet read."""
+    total = 0
+    for partition in trigger.partitions(deps.settings.inbound_partitions):
+        if not await deps.redis.exists(partition.stream):
+            continue
+        groups: list[dict[str, Any]] = await deps.redis.xinfo_groups(partition.stream)
+        for g in groups:
+            if g.get("name") == trigger.group:
+                total += int(g.get("pending") or 0) + int(g.get("lag") or 0)
+    return total
+
+
 def build_runners(functions: Sequence[Function], deps: Deps) -> list[Runner]:
     """One runner per unit of concurrency of every triggered function."""
     runners: list[Runner] = []
@@ -51,6 +65,8 @@ def build_runners(functions: Sequence[Function], deps: Deps) -> list[Runner]:
     for fn in functions:
         trigger = fn.trigger
         match trigger:
+            case RedisStream(partitioned=True):
+                runners.append(PartitionedRunner(fn, deps, consumer=f"{node}-{fn.name}"))
             case RedisStream():
                 runners += [
                     RedisStreamRunner(fn, deps, consumer=f"{node}-{fn.name}-{i}")
@@ -154,14 +170,7 @@ class Host:
         while True:
             for fn in streams:
                 assert isinstance(fn.trigger, RedisStream)
-                try:
-                    groups: list[dict[str, Any]] = await self.deps.redis.xinfo_groups(
-                        fn.trigger.stream
-                    )
-                except Exception:
-                    continue
-                for g in groups:
-                    if g.get("name") == fn.trigger.group:
-                        backlog = int(g.get("pending") or 0) + int(g.get("lag") or 0)
-                        metrics.BACKLOG.labels(fn.name).set(backlog)
+                with contextlib.suppress(Exception):
+                    backlog = await stream_backlog(self.deps, fn.trigger)
+                    metrics.BACKLOG.labels(fn.name).set(backlog)
             await asyncio.sleep(_BACKLOG_EVERY_S)

@@ -40,7 +40,7 @@ from functions.registry import Function
 from functions.runtime import metrics
 from functions.runtime.invoke import BatchHandler, backoff_s, invoke
 from functions.runtime.policy import Limits, Policy
-from functions.triggers import RedisStream
+from functions.triggers import RedisStream, StreamPartition
 
 log = logging.getLogger("functions.redis_stream")
 
@@ -130,12 +130,28 @@ class RedisStreamRunner:
     One runner runs one batch at a time: a function's concurrency is its number of runners.
     """
 
-    def __init__(self, fn: Function, deps: Deps, consumer: str, call: Call | None = None) -> None:
+    def __init__(
+        self,
+        fn: Function,
+        deps: Deps,
+        consumer: str,
+        call: Call | None = None,
+        partition: StreamPartition | None = None,
+        takeover: bool = False,
+    ) -> None:
         assert isinstance(fn.trigger, RedisStream)
         self.fn = fn
         self.trigger: RedisStream = fn.trigger
+        if partition is None:
+            partition = self.trigger.partitions(1)[0]
+        self.partition = partition
+        self.stream = partition.stream
+        self.dead_letter_stream = partition.dead_letter
         self.deps = deps
         self.consumer = consumer
+        # The partition's lease was just taken: whatever its group still holds belongs to an
+        # earlier owner, taken over at once (in entry order) rather than after the timeout.
+        self._takeover = takeover
         self._stopping = asyncio.Event()
         # Another invoker (the stream bridge calling Lambda) replaces the in-process call.
         if call is None:
@@ -173,7 +189,7 @@ class RedisStreamRunner:
         """Create the consumer group (and the stream) if missing."""
         try:
             await self.deps.redis.xgroup_create(
-                self.trigger.stream, self.trigger.group, id="0", mkstream=True
+                self.stream, self.trigger.group, id="0", mkstream=True
             )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -222,7 +238,7 @@ class RedisStreamRunner:
                 log.exception(
                     "stream consumer error; retrying in %.1fs",
                     delay,
-                    extra={"function": self.fn.name, "stream": self.trigger.stream},
+                    extra={"function": self.fn.name, "stream": self.stream},
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -234,7 +250,7 @@ class RedisStreamRunner:
         log.warning(
             "%d entries wait for their settle; reading no more until the oldest settle",
             self._settling_count,
-            extra={"function": self.fn.name, "stream": self.trigger.stream},
+            extra={"function": self.fn.name, "stream": self.stream},
         )
         while self._settling_count >= self.trigger.max_settling and not self._stopping.is_set():
             self._settled.clear()
@@ -274,7 +290,7 @@ class RedisStreamRunner:
                     "could not ack %d settled entries; retrying",
                     len(ids),
                     exc_info=True,
-                    extra={"function": self.fn.name, "stream": self.trigger.stream},
+                    extra={"function": self.fn.name, "stream": self.stream},
                 )
                 await asyncio.sleep(backoff_s(failures, base=0.2, cap=5))
                 continue
@@ -288,7 +304,7 @@ class RedisStreamRunner:
     async def _read(self) -> list[StreamRecord]:
         t = self.trigger
         reply = await self.deps.redis.xreadgroup(
-            t.group, self.consumer, {t.stream: ">"}, count=t.batch_size, block=_IDLE_BLOCK_MS
+            t.group, self.consumer, {self.stream: ">"}, count=t.batch_size, block=_IDLE_BLOCK_MS
         )
         records = _records(reply, attempt=1)
         if records and len(records) < t.batch_size and t.max_wait_ms > 0:
@@ -296,7 +312,7 @@ class RedisStreamRunner:
             more = await self.deps.redis.xreadgroup(
                 t.group,
                 self.consumer,
-                {t.stream: ">"},
+                {self.stream: ">"},
                 count=t.batch_size - len(records),
                 block=t.max_wait_ms,
             )
@@ -306,17 +322,17 @@ class RedisStreamRunner:
     async def _reclaim(self) -> list[StreamRecord]:
         """Take over entries another consumer held past the visibility timeout."""
         now = time.monotonic()
-        if now < self._next_reclaim:
+        if now < self._next_reclaim and not self._takeover:
             return []
         self._next_reclaim = now + max(0.05, self.trigger.visibility_timeout_s / 4)
         t = self.trigger
         claimed: list[tuple[str, dict[str, str]]] = []
         for _ in range(_RECLAIM_STEPS):
             reply = await self.deps.redis.xautoclaim(
-                t.stream,
+                self.stream,
                 t.group,
                 self.consumer,
-                min_idle_time=self.visibility_ms,
+                min_idle_time=0 if self._takeover else self.visibility_ms,
                 start_id=self._reclaim_cursor,
                 count=t.batch_size - len(claimed),
             )
@@ -326,13 +342,15 @@ class RedisStreamRunner:
             claimed += [(i, f) for i, f in reply[1] if i is not None and f is not None]
             if self._reclaim_cursor == "0-0" or len(claimed) >= t.batch_size:
                 break
+        if self._reclaim_cursor == "0-0":
+            self._takeover = False  # the earlier owner's entries are all in hand
         if not claimed:
             return []
         counts = await self._delivery_counts([entry_id for entry_id, _ in claimed])
         log.info(
             "reclaimed %d entries held past the visibility timeout",
             len(claimed),
-            extra={"function": self.fn.name, "stream": t.stream, "consumer": self.consumer},
+            extra={"function": self.fn.name, "stream": self.stream, "consumer": self.consumer},
         )
         metrics.RECORDS.labels(self.fn.name, "reclaimed").inc(len(claimed))
         return [StreamRecord(id=i, fields=f, attempt=counts.get(i, 2)) for i, f in claimed]
@@ -342,7 +360,7 @@ class RedisStreamRunner:
         redis: Any = self.deps.redis
         async with redis.pipeline(transaction=False) as pipe:
             for entry_id in ids:
-                pipe.xpending_range(t.stream, t.group, min=entry_id, max=entry_id, count=1)
+                pipe.xpending_range(self.stream, t.group, min=entry_id, max=entry_id, count=1)
             replies = await pipe.execute()
         return {row["message_id"]: int(row["times_delivered"]) for rows in replies for row in rows}
 
@@ -389,7 +407,7 @@ class RedisStreamRunner:
             snapshot = set(held)
             try:
                 kept = await self._script(_TOUCH)(
-                    keys=[self.trigger.stream],
+                    keys=[self.stream],
                     args=[self.trigger.group, self.consumer, 0, *sorted(snapshot)],
                 )
             except asyncio.CancelledError:
@@ -414,7 +432,7 @@ class RedisStreamRunner:
         if not ids:
             return
         await self._script(_TOUCH)(
-            keys=[self.trigger.stream],
+            keys=[self.stream],
             args=[self.trigger.group, self.consumer, self.visibility_ms, *sorted(ids)],
         )
         log.info(
@@ -433,7 +451,7 @@ class RedisStreamRunner:
         if not ids:
             return []
         reply = await redis.xclaim(
-            t.stream, t.group, self.consumer, min_idle_time=0, message_ids=ids
+            self.stream, t.group, self.consumer, min_idle_time=0, message_ids=ids
         )
         claimed = [(i, f) for i, f in reply if i is not None and f is not None]
         held.difference_update(set(ids) - {i for i, _ in claimed})
@@ -447,9 +465,9 @@ class RedisStreamRunner:
             return
         t = self.trigger
         async with self.deps.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(t.stream, t.group, *ids)
+            pipe.xack(self.stream, t.group, *ids)
             if t.delete_on_ack:
-                pipe.xdel(t.stream, *ids)
+                pipe.xdel(self.stream, *ids)
             await pipe.execute()
         held.difference_update(ids)
 
@@ -460,7 +478,8 @@ class RedisStreamRunner:
         entries = [
             (r.id, dead_letter_entry(r, reasons.get(r.id, "failed"), self.fn.name)) for r in records
         ]
-        keys = [t.stream, t.dead_letter] if t.dead_letter else [t.stream]
+        dead = self.dead_letter_stream
+        keys = [self.stream, dead] if dead else [self.stream]
         buried = await self._script(_DEAD_LETTER)(
             keys=keys,
             args=[t.group, "1" if t.delete_on_ack else "0", *dead_letter_args(entries)],

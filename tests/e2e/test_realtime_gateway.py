@@ -16,6 +16,7 @@ from realtime_client import Client, token, unique_room, until
 from chat.clients import redis_client
 from chat.ratelimit import Limit, RateLimiter
 from chat.settings import Settings
+from chat.shards import Shards
 from devstack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -247,10 +248,10 @@ async def test_a_users_send_limit_holds_across_nodes(
 
 
 async def test_the_limiter_refills_at_its_rate(full_stack: Stack) -> None:
-    settings = Settings.from_env(redis_url=full_stack.redis_url)
+    settings = Settings.from_env(full_stack.env())
     redis = redis_client(settings)
     try:
-        limiter = RateLimiter(redis, {("probe", "socket"): Limit(per_s=20, burst=3)})
+        limiter = RateLimiter(Shards(settings, redis), {("probe", "socket"): Limit(20, 3)})
         user = f"probe-{uuid.uuid4().hex[:6]}"
         waits = [await limiter.retry_after_ms("probe", user, "s1") for _ in range(4)]
         assert waits[:3] == [0, 0, 0] and 0 < waits[3] <= 50, waits
