@@ -118,7 +118,7 @@ async def test_hosts_coming_and_going_keep_one_consumer_per_partition_in_order(
         rec.stall.add("a")
         await send(8)  # a reads these and never finishes them
         await asyncio.sleep(0.5)
-        a._stop_all = _nothing  # type: ignore[method-assign,assignment]
+        a._stop_all = _nothing  # type: ignore[method-assign]
         tasks.pop("a").cancel()
         for runner, task in list(a._running.values()):
             runner._hand_back = _nothing_with  # type: ignore[method-assign,assignment]
