@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 from collections.abc import Iterator
 from types import FrameType
@@ -19,6 +20,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "unit: needs no service")
     config.addinivalue_line("markers", "integration: needs Redis, PostgreSQL and Kafka (stack)")
     config.addinivalue_line("markers", "e2e: needs the whole system behind its entry point")
+    config.addinivalue_line(
+        "markers", "cluster: runs on a Redis Cluster stack only (REDIS=cluster)"
+    )
+    config.addinivalue_line("markers", "standalone: runs on a single-Redis stack only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Select the tests of the stack's Redis mode: a cluster test has no single Redis to kill,
+    a standalone one no primary to fail over. The other mode's tests are deselected (and run
+    in that mode's pass of ``make test``), never skipped."""
+    other = "standalone" if os.environ.get("REDIS") == "cluster" else "cluster"
+    keep = [item for item in items if other not in item.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if other in i.keywords])
+        items[:] = keep
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 import websockets
 from realtime_client import Client, unique_room, until
 
 from chat import frames, names
+from chat.clients import redis_client
+from chat.settings import Settings
+from chat.shards import Shards
 from devstack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -29,19 +31,24 @@ def restart_all(full_stack: Stack) -> Iterator[None]:
 
 
 @pytest.fixture
-async def redis(full_stack: Stack) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(full_stack.redis_url, decode_responses=True)
-    yield client
+async def redis(full_stack: Stack) -> AsyncIterator[Shards]:
+    settings = Settings.from_env(full_stack.env())
+    client = redis_client(settings)
+    shards = Shards(settings, client)
+    yield shards
+    await shards.aclose()
     await client.aclose()
 
 
-async def _nodes_carrying(redis: aioredis.Redis, room: str) -> int:
-    """How many subscribers (gateway nodes) the room's sharded channel has."""
-    reply = await redis.execute_command("PUBSUB", "SHARDNUMSUB", names.room_channel(room))
+async def _nodes_carrying(redis: Shards, room: str) -> int:
+    """How many subscribers (gateway nodes) the room's sharded channel has, on its node."""
+    channel = names.room_channel(room)
+    node = redis.node(await redis.owner(channel))
+    reply = await node.execute_command("PUBSUB", "SHARDNUMSUB", channel)
     return int(reply[1])
 
 
-async def _eventually_carried_by(redis: aioredis.Redis, room: str, nodes: int) -> None:
+async def _eventually_carried_by(redis: Shards, room: str, nodes: int) -> None:
     deadline = time.monotonic() + 10
     while (got := await _nodes_carrying(redis, room)) != nodes:
         if time.monotonic() > deadline:
@@ -50,7 +57,7 @@ async def _eventually_carried_by(redis: aioredis.Redis, room: str, nodes: int) -
 
 
 async def test_a_node_carries_exactly_the_rooms_of_its_members(
-    full_stack: Stack, clients: list[Client], redis: aioredis.Redis, restart_all: None
+    full_stack: Stack, clients: list[Client], redis: Shards, restart_all: None
 ) -> None:
     urls = full_stack.endpoints()["ws_urls"]
     room, other = unique_room(), unique_room()
@@ -120,6 +127,7 @@ def _texts(client: Client, room: str) -> list[str]:
     return [m["text"] for m in client.got("message", room)]
 
 
+@pytest.mark.standalone
 async def test_a_redis_restart_under_load_leaves_no_silent_gap(
     full_stack: Stack, clients: list[Client], restart_all: None
 ) -> None:
@@ -213,7 +221,7 @@ async def _raw_frames(url: str, user: str, room: str, count: int) -> list[str]:
 
 
 async def test_a_member_receives_the_pinned_socketio_frame_of_each_message(
-    full_stack: Stack, clients: list[Client], redis: aioredis.Redis
+    full_stack: Stack, clients: list[Client], redis: Shards
 ) -> None:
     urls = full_stack.endpoints()["ws_urls"]
     room = unique_room("wire")
@@ -229,7 +237,7 @@ async def test_a_member_receives_the_pinned_socketio_frame_of_each_message(
     frames_seen = await listening
     # THEN each arrives as exactly one Engine.IO MESSAGE of a Socket.IO EVENT whose argument is
     # the message's JSON as the recent log holds it, byte for byte
-    logged = await redis.xrange(names.recent_log_key(room))
+    logged = await redis.client.xrange(names.recent_log_key(room))
     assert frames_seen == [
         "4" + frames.event_packet("message", fields[frames.LOG_FIELD]) for _, fields in logged
     ]

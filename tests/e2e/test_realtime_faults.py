@@ -124,7 +124,7 @@ async def test_a_rejoin_from_a_seq_the_log_no_longer_holds_reports_a_gap(
         await ann.call("send", {"room": room, "text": f"t{i}", "client_msg_id": f"t{i}"})
     await until(lambda: len(ann.seqs(room)) == 3, "three messages")
     # Trim the room's recent log as its cap would, keeping the newest entry only.
-    redis = redis_client(Settings(redis_url=full_stack.redis_url))
+    redis = redis_client(Settings.from_env(full_stack.env()))
     try:
         await redis.xtrim(names.recent_log_key(room), maxlen=1, approximate=False)
     finally:

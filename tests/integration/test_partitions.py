@@ -158,7 +158,6 @@ async def _holds(runner: PartitionedRunner, count: int) -> bool:
 
 
 async def _split(a: PartitionedRunner, b: PartitionedRunner) -> bool:
-    return (
-        len(a.held) == len(b.held) == PARTITIONS // 2
-        and set(a.held) | set(b.held) == set(range(PARTITIONS))
+    return len(a.held) == len(b.held) == PARTITIONS // 2 and set(a.held) | set(b.held) == set(
+        range(PARTITIONS)
     )
