@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -47,6 +48,13 @@ _ATTEMPTS = 6
 _REPLICAS_TTL_S = 1.0
 _REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError)
+# A node without the replicas asked for is said so at most this often.
+_WARN_EVERY_S = 10.0
+
+UNREPLICATED = Counter(
+    "chat_redis_unreplicated_writes_total",
+    "Writes acked while their node had fewer replicas connected than CHAT_REDIS_WAIT_REPLICAS",
+)
 
 
 class NotReplicated(RuntimeError):
@@ -86,7 +94,7 @@ class Shards:
         self.cluster = isinstance(client, RedisCluster)
         self._nodes: dict[str, aioredis.Redis] = {}
         self._replicas: dict[str, tuple[float, int]] = {}
-        self.unreplicated = 0  # writes acked while their node had no replica connected
+        self._warned = 0.0
 
     # ----- where keys live -----
 
@@ -213,12 +221,19 @@ class Shards:
     async def _pipeline(
         self, client: aioredis.Redis, commands: list[Command], wait_replicas: int
     ) -> list[Any]:
+        known = self._replicas.get(str(id(client)))
+        fresh = known is not None and time.monotonic() - known[0] < _REPLICAS_TTL_S
+        if wait_replicas and fresh and known is not None and known[1] < wait_replicas:
+            # Known short of replicas: do not wait out the timeout on every write.
+            replies: list[Any] = await self._pipeline(client, commands, 0)
+            self._unreplicated(len(commands), known[1], wait_replicas)
+            return replies
         async with client.pipeline(transaction=False) as pipe:
             for command in commands:
                 pipe.execute_command(*command.args)
             if wait_replicas:
                 pipe.execute_command("WAIT", wait_replicas, self.settings.redis_wait_timeout_ms)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
         if not wait_replicas:
             return replies
         acked = replies.pop()
@@ -234,8 +249,18 @@ class Shards:
             )
         # Fewer replicas than wanted exist (a failover just promoted this node's only one):
         # none could be promoted with less, so the primary's write is the best there is.
-        self.unreplicated += len(commands)
+        self._unreplicated(len(commands), connected, wait_replicas)
         return replies
+
+    def _unreplicated(self, count: int, connected: int, wanted: int) -> None:
+        UNREPLICATED.inc(count)
+        if time.monotonic() - self._warned > _WARN_EVERY_S:
+            self._warned = time.monotonic()
+            log.warning(
+                "a Redis node has %d of %d replicas: writes are acked unreplicated",
+                connected,
+                wanted,
+            )
 
     async def _connected_replicas(self, client: aioredis.Redis) -> int:
         key = str(id(client))
