@@ -5,11 +5,14 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 
 import pytest
 
+from chat.clients import redis_client
+from chat.settings import Settings
+from chat.shards import Shards
 from devstack import Stack
 from devstack.stack import SERVICES
 from devstack.testing import make_stack, start_or_fail, stop_and_remove
@@ -76,3 +79,14 @@ def full_stack(stack: Stack) -> Stack:
     """The same stack plus 2 gateways, 1 function host and the load balancer in front."""
     start_or_fail(stack)
     return stack
+
+
+@pytest.fixture
+async def shards(stack: Stack) -> AsyncIterator[Shards]:
+    """The stack's Redis (one node or a cluster) as the processes see it: keys and their nodes."""
+    settings = Settings.from_env(stack.env())
+    client = redis_client(settings)
+    shards = Shards(settings, client)
+    yield shards
+    await shards.aclose()
+    await client.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import psycopg
@@ -13,8 +13,6 @@ import pytest
 from realtime_client import Client, unique_room, until
 
 from chat import names
-from chat.clients import redis_client
-from chat.settings import Settings
 from chat.shards import Shards
 from devstack import Stack
 
@@ -29,14 +27,6 @@ def restart_all(full_stack: Stack) -> Iterator[None]:
     """The killed node comes back (as a replica) whatever the test's outcome."""
     yield
     full_stack.start()
-
-
-@pytest.fixture
-async def shards(full_stack: Stack) -> AsyncIterator[Shards]:
-    settings = Settings.from_env(full_stack.env())
-    client = redis_client(settings)
-    yield Shards(settings, client)
-    await client.aclose()
 
 
 def _node_named(stack: Stack, address: str) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import psycopg
@@ -15,8 +15,6 @@ import websockets
 from realtime_client import Client, unique_room, until
 
 from chat import frames, names
-from chat.clients import redis_client
-from chat.settings import Settings
 from chat.shards import Shards
 from devstack import Stack
 
@@ -30,34 +28,24 @@ def restart_all(full_stack: Stack) -> Iterator[None]:
     full_stack.start()
 
 
-@pytest.fixture
-async def redis(full_stack: Stack) -> AsyncIterator[Shards]:
-    settings = Settings.from_env(full_stack.env())
-    client = redis_client(settings)
-    shards = Shards(settings, client)
-    yield shards
-    await shards.aclose()
-    await client.aclose()
-
-
-async def _nodes_carrying(redis: Shards, room: str) -> int:
+async def _nodes_carrying(shards: Shards, room: str) -> int:
     """How many subscribers (gateway nodes) the room's sharded channel has, on its node."""
     channel = names.room_channel(room)
-    node = redis.node(await redis.owner(channel))
+    node = shards.node(await shards.owner(channel))
     reply = await node.execute_command("PUBSUB", "SHARDNUMSUB", channel)
     return int(reply[1])
 
 
-async def _eventually_carried_by(redis: Shards, room: str, nodes: int) -> None:
+async def _eventually_carried_by(shards: Shards, room: str, nodes: int) -> None:
     deadline = time.monotonic() + 10
-    while (got := await _nodes_carrying(redis, room)) != nodes:
+    while (got := await _nodes_carrying(shards, room)) != nodes:
         if time.monotonic() > deadline:
             pytest.fail(f"room {room} is carried by {got} nodes, expected {nodes}")
         await asyncio.sleep(0.05)
 
 
 async def test_a_node_carries_exactly_the_rooms_of_its_members(
-    full_stack: Stack, clients: list[Client], redis: Shards, restart_all: None
+    full_stack: Stack, clients: list[Client], shards: Shards, restart_all: None
 ) -> None:
     urls = full_stack.endpoints()["ws_urls"]
     room, other = unique_room(), unique_room()
@@ -67,27 +55,27 @@ async def test_a_node_carries_exactly_the_rooms_of_its_members(
     await cy.connect(urls[0])
     await bob.connect(urls[1])
     # GIVEN nobody in the room: no node carries it
-    assert await _nodes_carrying(redis, room) == 0
+    assert await _nodes_carrying(shards, room) == 0
     # WHEN members join on node 1, then on node 2
     assert (await ann.call("join", {"room": room}))["ok"] is True
     # THEN the join is acked only once node 1 carries the room
-    assert await _nodes_carrying(redis, room) == 1
+    assert await _nodes_carrying(shards, room) == 1
     assert (await cy.call("join", {"room": room}))["ok"] is True
-    assert await _nodes_carrying(redis, room) == 1
+    assert await _nodes_carrying(shards, room) == 1
     assert (await bob.call("join", {"room": room}))["ok"] is True
-    assert await _nodes_carrying(redis, room) == 2
+    assert await _nodes_carrying(shards, room) == 2
     assert (await bob.call("join", {"room": other}))["ok"] is True
     # WHEN one of node 1's two members leaves, node 1 still carries the room
     assert (await ann.call("leave", {"room": room}))["ok"] is True
     await asyncio.sleep(0.2)
-    assert await _nodes_carrying(redis, room) == 2
+    assert await _nodes_carrying(shards, room) == 2
     # WHEN the last one disconnects, it no longer does
     await cy.close()
-    await _eventually_carried_by(redis, room, 1)
+    await _eventually_carried_by(shards, room, 1)
     # WHEN node 2 dies with SIGKILL, its rooms are carried by nobody
     full_stack.kill("gateway-2", signal.SIGKILL)
-    await _eventually_carried_by(redis, room, 0)
-    await _eventually_carried_by(redis, other, 0)
+    await _eventually_carried_by(shards, room, 0)
+    await _eventually_carried_by(shards, other, 0)
 
 
 async def _pair_in_room(
@@ -221,7 +209,7 @@ async def _raw_frames(url: str, user: str, room: str, count: int) -> list[str]:
 
 
 async def test_a_member_receives_the_pinned_socketio_frame_of_each_message(
-    full_stack: Stack, clients: list[Client], redis: Shards
+    full_stack: Stack, clients: list[Client], shards: Shards
 ) -> None:
     urls = full_stack.endpoints()["ws_urls"]
     room = unique_room("wire")
@@ -231,13 +219,13 @@ async def test_a_member_receives_the_pinned_socketio_frame_of_each_message(
     assert (await sender.call("join", {"room": room}))["ok"] is True
     # GIVEN a bare WebSocket member on the other node
     listening = asyncio.create_task(_raw_frames(urls[1], "bob", room, 2))
-    await _eventually_carried_by(redis, room, 2)
+    await _eventually_carried_by(shards, room, 2)
     # WHEN two messages are sent
     await _send_all(sender, room, ["one", 'two "quoted" ünï'], {})
     frames_seen = await listening
     # THEN each arrives as exactly one Engine.IO MESSAGE of a Socket.IO EVENT whose argument is
     # the message's JSON as the recent log holds it, byte for byte
-    logged = await redis.client.xrange(names.recent_log_key(room))
+    logged = await shards.client.xrange(names.recent_log_key(room))
     assert frames_seen == [
         "4" + frames.event_packet("message", fields[frames.LOG_FIELD]) for _, fields in logged
     ]

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from chat.clients import redis_client
-from chat.settings import Settings
 from chat.shards import UNREPLICATED, Command, Script, Shards
-from devstack import Stack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def shards(stack: Stack) -> AsyncIterator[Shards]:
-    settings = Settings.from_env(stack.env())
-    client = redis_client(settings)
-    shards = Shards(settings, client)
-    yield shards
-    await shards.aclose()
-    await client.aclose()
 
 
 async def test_scripts_run_on_nodes_that_never_saw_them_and_keep_per_node_order(
