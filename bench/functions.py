@@ -37,6 +37,7 @@ from functions.batch import BatchResult, KafkaRecord, StreamRecord
 from functions.deps import Deps
 from functions.registry import REGISTRY, Function
 from functions.runtime.kafka_topic import SESSION_TIMEOUT_MS
+from functions.runtime.partitions import PartitionedRunner
 from functions.triggers import KafkaTopic, RedisStream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +74,6 @@ TAKEOVER = (
             stream=TAKEOVER_STREAM,
             group="bench",
             batch_size=10,
-            partitioned=False,
         ),
         timeout_s=10,
     ),
@@ -343,43 +343,46 @@ class Host:
 
 
 async def stream_takeover(stack: Any, deps: Deps, logs: Path) -> float:
-    """Seconds from kill -9 of the host holding stream entries to another host holding them."""
+    """Seconds from kill -9 of a host holding partitions' entries to another host holding them."""
     fn = TAKEOVER[0]
     trigger = fn.trigger
     assert isinstance(trigger, RedisStream)
     redis: Any = deps.redis
-    await xadd_all(deps, TAKEOVER_STREAM, [{"n": str(n)} for n in range(400)])
+    streams = [p.stream for p in trigger.partitions(deps.settings.inbound_partitions)]
+    for i, stream in enumerate(streams):
+        await xadd_all(deps, stream, [{"n": str(n)} for n in range(i, 800, len(streams))])
     first = Host(stack, "functions-1", fn.name, logs)
     second = Host(stack, "functions-2", fn.name, logs)
-    victim = f"functions-1-{fn.name}-0"
+    victim = f"functions-1-{fn.name}"
     try:
 
-        async def held_by(consumer: str) -> int:
-            with contextlib.suppress(Exception):
-                info = await redis.xpending(TAKEOVER_STREAM, trigger.group)
-                for row in info.get("consumers") or []:
-                    if row["name"] == consumer:
-                        return int(row["pending"])
-            return 0
+        async def pending_of(consumer: str) -> dict[str, list[str]]:
+            held: dict[str, list[str]] = {}
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    rows = await redis.xpending_range(
+                        stream, trigger.group, "-", "+", 1000, consumername=consumer
+                    )
+                    if rows:
+                        held[stream] = [row["message_id"] for row in rows]
+            return held
 
-        await until(lambda: held_by(victim), 1, "first host holding entries", 60)
-        held = await redis.xpending_range(
-            TAKEOVER_STREAM, trigger.group, "-", "+", 100, consumername=victim
-        )
-        ids = [row["message_id"] for row in held]
+        async def both_hold() -> int:
+            mine, theirs = await pending_of(victim), await pending_of("functions-2-bench-hold")
+            return int(bool(mine) and bool(theirs))
+
+        await until(both_hold, 1, "both hosts holding partitions' entries", 90)
+        held = await pending_of(victim)
         killed = time.monotonic()
         first.kill()
-        say(f"  killed functions-1 holding {len(ids)} entries; waiting for functions-2")
+        count = sum(map(len, held.values()))
+        say(f"  killed functions-1 holding {count} entries of {len(held)} partitions")
 
         async def taken() -> int:
-            rows = await redis.xpending_range(
-                TAKEOVER_STREAM, trigger.group, ids[0], ids[-1], len(ids) * 4
-            )
-            mine = {r["message_id"] for r in rows if r["consumer"] == victim}
-            gone = [i for i in ids if i not in mine]
-            return len(gone)
+            still = await pending_of(victim)
+            return sum(len(set(ids) - set(still.get(s, []))) for s, ids in held.items())
 
-        await until(taken, len(ids), "entries taken over", 120)
+        await until(taken, count, "entries taken over", 120)
         return time.monotonic() - killed
     finally:
         first.kill()
@@ -454,7 +457,7 @@ async def bench(stack: Any, count: int, logs: Path) -> dict[str, float]:
         say(f"[4/6] persist function alone over {count} records")
         persist = await persist_alone(deps, count)
         say(f"      {persist:,.0f} records/s")
-        say("[5/6] takeover of stream entries after kill -9 (visibility timeout)")
+        say("[5/6] takeover of stream partitions after kill -9 (partition lease)")
         stream_s = await stream_takeover(stack, deps, logs)
         say(f"      {stream_s:.1f} s")
         say("[6/6] takeover of Kafka partitions after kill -9 (session timeout)")
@@ -494,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({figures['raw_topic']:,.0f}/s)"
     )
     say(
-        f"takeover after kill -9: stream entries {figures['stream_takeover_s']:.1f} s "
-        f"(visibility timeout {message_trigger.visibility_timeout_s:.0f} s), Kafka partitions "
+        f"takeover after kill -9: stream partitions {figures['stream_takeover_s']:.1f} s "
+        f"(partition lease {PartitionedRunner.LEASE_S:.0f} s), Kafka partitions "
         f"{figures['topic_takeover_s']:.1f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s)"
     )
     say(json.dumps({k: round(v, 2) for k, v in figures.items()}))

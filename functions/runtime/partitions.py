@@ -74,13 +74,16 @@ def assignment(members: list[str], partitions: int, me: str) -> set[int]:
 class PartitionedRunner:
     """Runs one stream runner per partition this host holds the lease of."""
 
+    # A dead host's partitions are taken over this long after its last renewal.
+    LEASE_S = 5.0
+
     def __init__(
         self,
         fn: Function,
         deps: Deps,
         consumer: str,
         factory: RunnerFactory | None = None,
-        lease_s: float = 5.0,
+        lease_s: float = LEASE_S,
         handover_s: float = 10.0,
     ) -> None:
         assert isinstance(fn.trigger, RedisStream) and fn.trigger.partitioned
