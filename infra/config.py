@@ -26,7 +26,13 @@ class StackConfig:
     az_count: int = 2
     nat_gateways: int = 1
     redis_node_type: str = "cache.t4g.small"
+    # Replicas of each primary: of the one primary, or of each shard in cluster mode.
     redis_replicas: int = 1
+    # Off: one primary with its replicas. On: ElastiCache cluster mode, redis_shards primaries.
+    redis_cluster_mode: bool = False
+    redis_shards: int = 3
+    # The inbound stream's partitions (hash-tagged streams): fixed for the stack's life.
+    inbound_partitions: int = 8
     redis_engine_version: str = "7.1"
     kafka_version: str = "3.7.x"
     kafka_instance_type: str = "kafka.t3.small"
@@ -75,6 +81,27 @@ class StackConfig:
             raise ValueError("albIdleTimeout must be 300..4000 seconds for WebSockets")
         if self.lambda_architecture not in {"arm64", "x86_64"}:
             raise ValueError("lambdaArchitecture must be arm64 or x86_64")
+        # ElastiCache allows 0..5 replicas per primary; shards only count in cluster mode.
+        if not 0 <= self.redis_replicas <= 5:
+            raise ValueError(
+                f"chat:redisReplicas must be 0..5 (replicas of each primary), not "
+                f"{self.redis_replicas}: `pulumi config set chat:redisReplicas 1`"
+            )
+        if self.redis_shards < 1:
+            raise ValueError(
+                f"chat:redisShards must be >= 1 (the cluster's primaries), not "
+                f"{self.redis_shards}: `pulumi config set chat:redisShards 3`"
+            )
+        if self.inbound_partitions < 1:
+            raise ValueError(
+                f"chat:inboundPartitions must be >= 1 (the inbound stream's partitions), not "
+                f"{self.inbound_partitions}: `pulumi config set chat:inboundPartitions 8`"
+            )
+
+    @property
+    def redis_wait_replicas(self) -> int:
+        """How many replicas must hold an accepted send before it is acked: one, when any."""
+        return min(1, self.redis_replicas)
 
     @property
     def ecr_repository_arn(self) -> str | None:
@@ -100,6 +127,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         redis_auth_token=pulumi.Output.secret(""),
     )
     db_multi_az = c.get_bool("dbMultiAz")
+    cluster_mode = c.get_bool("redisClusterMode")
     protection = c.get_bool("dbDeletionProtection")
     return StackConfig(
         name=f"chat-{pulumi.get_stack()}",
@@ -111,6 +139,9 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
         nat_gateways=integer("natGateways", defaults.nat_gateways),
         redis_node_type=c.get("redisNodeType") or defaults.redis_node_type,
         redis_replicas=integer("redisReplicas", defaults.redis_replicas),
+        redis_cluster_mode=defaults.redis_cluster_mode if cluster_mode is None else cluster_mode,
+        redis_shards=integer("redisShards", defaults.redis_shards),
+        inbound_partitions=integer("inboundPartitions", defaults.inbound_partitions),
         redis_engine_version=c.get("redisEngineVersion") or defaults.redis_engine_version,
         kafka_version=c.get("kafkaVersion") or defaults.kafka_version,
         kafka_instance_type=c.get("kafkaInstanceType") or defaults.kafka_instance_type,

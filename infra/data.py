@@ -14,7 +14,7 @@ from infra.network import POSTGRES_PORT, REDIS_PORT
 
 @dataclass(frozen=True, slots=True)
 class CacheArgs:
-    """Redis replication group size, placement and auth token."""
+    """Redis replication group size, placement, mode and auth token."""
 
     subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
@@ -22,10 +22,17 @@ class CacheArgs:
     replicas: int
     engine_version: str
     auth_token: pulumi.Output[str]
+    # Cluster mode: ``shards`` primaries (node groups), each with ``replicas`` replicas.
+    cluster_mode: bool = False
+    shards: int = 1
 
 
 class Cache(pulumi.ComponentResource):
-    """Redis with a primary and replicas, encrypted in transit and at rest, behind a token."""
+    """Redis with primaries and replicas, encrypted in transit and at rest, behind a token.
+
+    Without cluster mode, one primary; with it, a Redis Cluster of ``shards`` primaries that
+    clients reach through its configuration endpoint.
+    """
 
     def __init__(
         self, name: str, args: CacheArgs, opts: pulumi.ResourceOptions | None = None
@@ -33,28 +40,40 @@ class Cache(pulumi.ComponentResource):
         super().__init__("chat:infra:Cache", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         subnets = aws.elasticache.SubnetGroup(name, subnet_ids=list(args.subnet_ids), opts=child)
-        failover = args.replicas > 0
+        cluster = args.cluster_mode
+        # A group's cluster mode is fixed at its creation: turning it on declares a replication
+        # group (and parameter group) of another name, never an edit of the running one.
+        group = f"{name}-cluster" if cluster else name
         # Dedup records, seq counters and recent logs carry guarantees: ElastiCache's default
         # policy (volatile-lru) may evict keys with a TTL, such as a dedup record, which would
         # let a retried send become a second message. A full cache refuses writes instead.
+        parameters = [
+            aws.elasticache.ParameterGroupParameterArgs(name="maxmemory-policy", value="noeviction")
+        ]
+        if cluster:
+            parameters.append(
+                aws.elasticache.ParameterGroupParameterArgs(name="cluster-enabled", value="yes")
+            )
         params = aws.elasticache.ParameterGroup(
-            name,
+            group,
             family=f"redis{args.engine_version.split('.')[0]}",
-            parameters=[
-                aws.elasticache.ParameterGroupParameterArgs(
-                    name="maxmemory-policy", value="noeviction"
-                )
-            ],
+            parameters=parameters,
             opts=child,
         )
+        failover = args.replicas > 0
         self.group = aws.elasticache.ReplicationGroup(
-            name,
-            description=f"{name}: streams, recent logs, fan-out",
+            group,
+            description=f"{group}: streams, recent logs, fan-out",
             engine="redis",
             engine_version=args.engine_version,
             node_type=args.node_type,
-            num_cache_clusters=1 + args.replicas,
-            automatic_failover_enabled=failover,
+            # One primary and its replicas, or shards (node groups) of a primary and replicas.
+            num_cache_clusters=None if cluster else 1 + args.replicas,
+            cluster_mode="enabled" if cluster else None,
+            num_node_groups=args.shards if cluster else None,
+            replicas_per_node_group=args.replicas if cluster else None,
+            # Cluster mode requires automatic failover; Multi-AZ needs a replica to fail over to.
+            automatic_failover_enabled=failover or cluster,
             multi_az_enabled=failover,
             port=REDIS_PORT,
             subnet_group_name=subnets.name,
@@ -66,13 +85,20 @@ class Cache(pulumi.ComponentResource):
             parameter_group_name=params.name,
             opts=child,
         )
+        # In cluster mode, the configuration endpoint: any node, from which clients learn all.
+        self.endpoint: pulumi.Output[str] = (
+            self.group.configuration_endpoint_address
+            if cluster
+            else self.group.primary_endpoint_address
+        )
         # The URL carries the token, so it is a secret and only ever travels as one.
         self.url: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(args.auth_token, self.group.primary_endpoint_address).apply(
+            pulumi.Output.all(args.auth_token, self.endpoint).apply(
                 lambda v: f"rediss://:{urllib.parse.quote(v[0], safe='')}@{v[1]}:{REDIS_PORT}/0"
             )
         )
-        self.register_outputs({"primary_endpoint": self.group.primary_endpoint_address})
+        kind = "configuration_endpoint" if cluster else "primary_endpoint"
+        self.register_outputs({kind: self.endpoint})
 
 
 @dataclass(frozen=True, slots=True)

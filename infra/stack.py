@@ -74,6 +74,8 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
             replicas=cfg.redis_replicas,
             engine_version=cfg.redis_engine_version,
             auth_token=cfg.redis_auth_token,
+            cluster_mode=cfg.redis_cluster_mode,
+            shards=cfg.redis_shards,
         ),
     )
     kafka = Kafka(
@@ -106,9 +108,14 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
     redis_url = SecretValue(f"{name}-redis-url", cache.url, "Redis URL with its auth token")
     cluster = aws.ecs.Cluster(name, settings=[{"name": "containerInsights", "value": "enabled"}])
 
-    base_environment: dict[str, pulumi.Input[str]] = {
+    # What every process (gateway, bridge, Lambda) runs with.
+    common: dict[str, pulumi.Input[str]] = {
         "CHAT_ENVIRONMENT": "prod",
         "CHAT_DEV_AUTH": "false",
+        **redis_environment(cfg),
+    }
+    base_environment: dict[str, pulumi.Input[str]] = {
+        **common,
         "CHAT_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "CHAT_KAFKA_SECURITY_PROTOCOL": "SSL",
     }
@@ -153,7 +160,7 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
                 image=cfg.image,
                 ecr_repository_arn=cfg.ecr_repository_arn,
                 tasks=cfg.bridge_tasks,
-                environment={"CHAT_ENVIRONMENT": "prod", "CHAT_DEV_AUTH": "false"},
+                environment=common,
                 redis_url_secret_arn=redis_url.arn,
                 log_retention_days=cfg.log_retention_days,
                 network=network,
@@ -177,8 +184,7 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
             idle_timeout_s=cfg.alb_idle_timeout_s,
             certificate_arn=cfg.certificate_arn,
             environment={
-                "CHAT_ENVIRONMENT": "prod",
-                "CHAT_DEV_AUTH": "false",
+                **common,
                 "CHAT_HISTORY_URL": deployed.history_url,
                 # /metrics on a port of its own inside the task: the ALB forwards only the
                 # public port, so the entry never answers it.
@@ -212,6 +218,19 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
         image=cfg.image,
         alarm_topic=alarms.topic.arn,
     )
+
+
+def redis_environment(cfg: StackConfig) -> dict[str, str]:
+    """How processes use Redis: its mode, the inbound stream's partitions, the replica wait.
+
+    With replicas, an accepted send is acked only once a replica holds it, so a failover of
+    its primary never loses it.
+    """
+    return {
+        "CHAT_REDIS_MODE": "cluster" if cfg.redis_cluster_mode else "standalone",
+        "CHAT_INBOUND_PARTITIONS": str(cfg.inbound_partitions),
+        "CHAT_REDIS_WAIT_REPLICAS": str(cfg.redis_wait_replicas),
+    }
 
 
 def _system_lambda(

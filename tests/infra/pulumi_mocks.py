@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime.mocks import MockMonitor
 
+from functions.registry import FUNCTIONS, Function
+from functions.triggers import Schedule
+
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
+JWT = "jwt-secret-that-must-never-leak-0123456789"
+TOKEN = "redis-token-that-must-never-leak-0123456789"
+IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/chat:0123abc"
+# A scheduled function too, so every trigger kind is exercised whatever the registry holds.
+EXTRA = Function(name="sweep", handler="functions.message:handle", trigger=Schedule(every_s=300))
+DEPLOYED_FUNCTIONS = (*FUNCTIONS, EXTRA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +77,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
                     {"secretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-1"}
                 ]
             case "aws:elasticache/replicationGroup:ReplicationGroup":
-                state["primaryEndpointAddress"] = f"master.{args.name}.cache.amazonaws.com"
+                # Like ElastiCache: a primary endpoint, or in cluster mode a configuration one.
+                clustered = args.inputs.get("clusterMode") == "enabled"
+                endpoint = "configurationEndpointAddress" if clustered else "primaryEndpointAddress"
+                host = "clustercfg" if clustered else "master"
+                state[endpoint] = f"{host}.{args.name}.cache.amazonaws.com"
             case "aws:msk/cluster:Cluster":
                 state["bootstrapBrokersTls"] = "b-1.kafka:9094,b-2.kafka:9094"
             case "aws:msk/configuration:Configuration":
@@ -102,3 +119,64 @@ class RecordingMonitor(MockMonitor):
         self.recording.urns[(request.type, request.name)] = response.urn
         self.recording.dependencies[response.urn] = frozenset(deps)
         return response
+
+
+@dataclass(slots=True)
+class Deployed:
+    """What the program declared and exported."""
+
+    mocks: RecordingMocks
+    outputs: dict[str, Any]
+
+    def of_type(self, token: str) -> list[Declared]:
+        """Declared resources of one type."""
+        return self.mocks.of_type(token)
+
+    def named(self, token: str, name: str) -> Declared:
+        """The one resource of ``token`` called ``name``."""
+        found = [r for r in self.of_type(token) if r.name == name]
+        assert len(found) == 1, f"{len(found)} {token} named {name}"
+        return found[0]
+
+
+@contextmanager
+def running(artifacts: Path, stack: str = "test", **settings: Any) -> Iterator[Deployed]:
+    """Run the whole program once under mocks, the stack configured with ``settings``."""
+    from infra.config import StackConfig
+    from infra.stack import build
+
+    # The program runs on this thread's loop: its own, whatever earlier tests left current.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(
+        mocks, project="chat", stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+    )
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        cfg = StackConfig(
+            name=f"chat-{stack}",
+            image=IMAGE,
+            jwt_secret=pulumi.Output.secret(JWT),
+            redis_auth_token=pulumi.Output.secret(TOKEN),
+            artifacts_dir=artifacts,
+            **settings,
+        )
+        d = build(cfg, DEPLOYED_FUNCTIONS)
+        return pulumi.Output.all(
+            websocket_url=d.websocket_url,
+            entry_url=d.entry_url,
+            history_url=d.history_url,
+            functions=d.functions,
+            image=d.image,
+            alarm_topic=d.alarm_topic,
+        ).apply(outputs.update)
+
+    try:
+        program()
+        yield Deployed(mocks, outputs)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

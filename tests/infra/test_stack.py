@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
-from pulumi_mocks import Declared, RecordingMocks, RecordingMonitor
+from pulumi_mocks import DEPLOYED_FUNCTIONS, IMAGE, JWT, TOKEN, Deployed, RecordingMocks
 
-from functions.registry import FUNCTIONS, Function
+from functions.registry import Function
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
 
 pytestmark = [
@@ -23,99 +20,6 @@ pytestmark = [
     # pulumi_aws warns on import about its own deprecated resource modules.
     pytest.mark.filterwarnings(r"ignore:.*deprecated:DeprecationWarning:pulumi_aws\..*"),
 ]
-
-JWT = "jwt-secret-that-must-never-leak-0123456789"
-TOKEN = "redis-token-that-must-never-leak-0123456789"
-IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/chat:0123abc"
-# A scheduled function too, so every trigger kind is exercised whatever the registry holds.
-EXTRA = Function(name="sweep", handler="functions.message:handle", trigger=Schedule(every_s=300))
-DEPLOYED_FUNCTIONS = (*FUNCTIONS, EXTRA)
-
-
-@dataclass(slots=True)
-class Deployed:
-    """What the program declared and exported."""
-
-    mocks: RecordingMocks
-    outputs: dict[str, Any]
-
-    def of_type(self, token: str) -> list[Declared]:
-        """Declared resources of one type."""
-        return self.mocks.of_type(token)
-
-    def named(self, token: str, name: str) -> Declared:
-        """The one resource of ``token`` called ``name``."""
-        found = [r for r in self.of_type(token) if r.name == name]
-        assert len(found) == 1, f"{len(found)} {token} named {name}"
-        return found[0]
-
-
-@pytest.fixture(scope="module")
-def thread_loops() -> Iterator[None]:
-    """Close the event loops Pulumi's mock monitor makes in its worker threads.
-
-    The monitor gives every worker thread a loop and never closes it; left open, they surface
-    as unclosed-loop warnings in whatever test runs when they are garbage-collected.
-    """
-    import pulumi.runtime.mocks as pulumi_mocks_module
-
-    made: list[asyncio.AbstractEventLoop] = []
-    original = pulumi_mocks_module._ensure_event_loop
-
-    def ensure() -> asyncio.AbstractEventLoop:
-        loop: asyncio.AbstractEventLoop = original()
-        made.append(loop)
-        return loop
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pulumi_mocks_module, "_ensure_event_loop", ensure)
-        yield
-    for loop in {id(loop): loop for loop in made}.values():
-        if not loop.is_running():
-            loop.close()
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory, thread_loops: None) -> Iterator[Deployed]:
-    """Run the program once under mocks and resolve its outputs."""
-    from infra.config import StackConfig
-    from infra.stack import build
-
-    # The program runs on this thread's loop: its own, whatever earlier tests left current.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    artifacts = tmp_path_factory.mktemp("build")
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(
-        mocks, project="chat", stack="test", preview=False, monitor=RecordingMonitor(mocks)
-    )
-    outputs: dict[str, Any] = {}
-
-    @pulumi.runtime.test
-    def program() -> pulumi.Output[Any]:
-        cfg = StackConfig(
-            name="chat-test",
-            image=IMAGE,
-            jwt_secret=pulumi.Output.secret(JWT),
-            redis_auth_token=pulumi.Output.secret(TOKEN),
-            artifacts_dir=Path(artifacts),
-        )
-        d = build(cfg, DEPLOYED_FUNCTIONS)
-        return pulumi.Output.all(
-            websocket_url=d.websocket_url,
-            entry_url=d.entry_url,
-            history_url=d.history_url,
-            functions=d.functions,
-            image=d.image,
-            alarm_topic=d.alarm_topic,
-        ).apply(outputs.update)
-
-    try:
-        program()
-        yield Deployed(mocks, outputs)
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
 
 
 def _lambda_name(fn: Function) -> str:
@@ -216,13 +120,16 @@ def test_redis_never_evicts_the_keys_that_carry_guarantees(deployed: Deployed) -
     assert redis.inputs["parameterGroupName"] == params.inputs.get("name", "chat-test-redis")
 
 
-def test_no_secret_in_plain_inputs(deployed: Deployed) -> None:
+@pytest.mark.parametrize("shape", ["deployed", "clustered"])
+def test_no_secret_in_plain_inputs(request: pytest.FixtureRequest, shape: str) -> None:
+    stack: Deployed = request.getfixturevalue(shape)
+    group = "chat-test-redis-cluster" if shape == "clustered" else "chat-test-redis"
     allowed = {
         ("aws:secretsmanager/secretVersion:SecretVersion", "chat-test-jwt"),
         ("aws:secretsmanager/secretVersion:SecretVersion", "chat-test-redis-url"),
-        ("aws:elasticache/replicationGroup:ReplicationGroup", "chat-test-redis"),
+        ("aws:elasticache/replicationGroup:ReplicationGroup", group),
     }
-    for r in deployed.mocks.resources:
+    for r in stack.mocks.resources:
         text = json.dumps(r.inputs, default=str)
         if (r.type, r.name) not in allowed:
             assert JWT not in text and TOKEN not in text, f"secret in {r.type} {r.name}"
