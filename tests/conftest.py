@@ -10,7 +10,6 @@ from types import FrameType
 import pytest
 
 from devstack import Stack
-from devstack.stack import SERVICES
 from devstack.testing import make_stack, start_or_fail, stop_and_remove
 
 
@@ -50,8 +49,8 @@ def _session_stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def stack(_session_stack: Stack) -> Stack:
-    """Private Redis, PostgreSQL and Kafka, provisioned; shared by the whole session."""
-    start_or_fail(_session_stack, list(SERVICES))
+    """Private Redis (a cluster with ``REDIS=cluster``), PostgreSQL and Kafka, provisioned."""
+    start_or_fail(_session_stack, _session_stack.services())
     return _session_stack
 
 
