@@ -65,7 +65,7 @@ class Role:
     failing: bool
 
 
-def node_argv(*, port: int, bus_port: int) -> list[str]:
+def node_argv(*, bus_port: int) -> list[str]:
     """The ``redis-server`` options that make a node of this cluster (its dir holds nodes.conf)."""
     return [
         "--cluster-enabled", "yes",

@@ -777,11 +777,7 @@ class Stack:
         data = self.state_dir / component.name
         data.mkdir(parents=True, exist_ok=True)
         index = kind_of(component.name)[1]
-        node = (
-            cluster.node_argv(port=component.port, bus_port=self.ports.redis_bus(index))
-            if index
-            else []
-        )
+        node = cluster.node_argv(bus_port=self.ports.redis_bus(index)) if index else []
         return [
             _which("redis-server"),
             "--bind", HOST,
