@@ -16,7 +16,13 @@ from devstack import Stack
 from devstack.cluster import HASH_SLOTS, NODE_TIMEOUT_MS, problem
 from devstack.ports import BLOCK, REDIS_NODES, Ports
 from devstack.stack import StackError, redis_mode_from_env
-from devstack.testing import kill_master, make_stack, redis_master_of, stop_and_remove
+from devstack.testing import (
+    kill_master,
+    make_stack,
+    redis_master_of,
+    start_or_fail,
+    stop_and_remove,
+)
 
 NODES = [f"redis-{i}" for i in range(1, REDIS_NODES + 1)]
 
@@ -26,10 +32,7 @@ def cluster_stack() -> Iterator[Stack]:
     """A stack of its own whose only components are the six nodes of a Redis Cluster."""
     stack = make_stack("chat-cluster-stack-", gateways=0, function_hosts=0, redis_mode="cluster")
     try:
-        try:
-            stack.start(["redis"])
-        except StackError as error:
-            pytest.fail(f"the Redis Cluster did not start:\n{error}", pytrace=False)
+        start_or_fail(stack, ["redis"])
         yield stack
     finally:
         stop_and_remove(stack)
@@ -214,3 +217,35 @@ def test_redis_stands_for_every_node(cluster_stack: Stack) -> None:
         beside.start(["redis-1"])
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", cluster_stack.ports.redis)) != 0
+
+
+@pytest.mark.integration
+def test_a_creation_cut_short_is_made_again() -> None:
+    stack = make_stack("chat-cluster-again-", gateways=0, function_hosts=0, redis_mode="cluster")
+    try:
+        start_or_fail(stack, ["redis"])
+        # GIVEN nodes that never met, one already serving slots: redis-cli stopped half-way
+        for name in NODES:
+            node = _node(stack, name)
+            try:
+                node.cluster("RESET", "HARD")  # it holds no key: nothing was written
+            finally:
+                node.close()
+        first = _node(stack, "redis-1")
+        try:
+            first.cluster("ADDSLOTSRANGE", "0", "99")
+        finally:
+            first.close()
+        ports = {name: stack.component(name).port for name in NODES}
+        assert problem(ports) is not None
+
+        # WHEN the stack is started again (every node runs)
+        stack.start(["redis"])
+
+        # THEN it made the cluster again
+        assert problem(ports) is None
+        assert sorted(role.role for role in stack.redis_roles().values()) == 3 * ["master"] + 3 * [
+            "replica"
+        ]
+    finally:
+        stop_and_remove(stack)
