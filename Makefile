@@ -5,16 +5,22 @@ GATEWAYS ?= 2
 FUNCTION_HOSTS ?= 1
 # Extra pytest options: make test ARGS="-m integration -x"
 ARGS ?=
+# The Redis of the local stack and of the tests' stacks: standalone (one server) or cluster
+# (3 masters, 3 replicas), as in make dev REDIS=cluster or make test REDIS=cluster.
+REDIS ?= standalone
+export REDIS
 STACK := $(PYTHON) -m devstack
-STACK_ARGS = --gateways $(GATEWAYS) --function-hosts $(FUNCTION_HOSTS)
+STACK_ARGS = --gateways $(GATEWAYS) --function-hosts $(FUNCTION_HOSTS) --redis $(REDIS)
+# What test-cluster runs: every test that touches Redis (the migrations touch PostgreSQL only).
+CLUSTER_TESTS ?= tests/e2e tests/integration --ignore=tests/integration/test_migrations.py
 MYPY_TARGETS ?= $(wildcard chat devstack functions realtime infra bench scripts/*.py)
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap dev dev-start dev-stop dev-status test test-image lint lock bench up down \
-	deploy destroy smoke
+.PHONY: help bootstrap dev dev-start dev-stop dev-status test test-cluster test-image lint lock bench \
+	up down deploy destroy smoke
 
 help: ## list the verbs
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 bootstrap: ## install what is missing: system packages, .venv, Kafka jars
 	@scripts/bootstrap.sh
@@ -33,6 +39,9 @@ dev-status: ## show what of the local stack runs
 
 test: bootstrap ## run the whole test suite; it starts the services it needs
 	@$(PYTHON) -m pytest $(ARGS)
+
+test-cluster: bootstrap ## the e2e and Redis-touching integration tests on a local Redis Cluster
+	@REDIS=cluster $(PYTHON) -m pytest $(CLUSTER_TESTS) $(ARGS)
 
 test-image: bootstrap ## build the Dockerfile's image and run its containers (podman, as root)
 	@scripts/test-image.sh

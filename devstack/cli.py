@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from devstack.ports import Ports
-from devstack.stack import REPO, Stack, StackError
+from devstack.stack import REDIS_MODES, REPO, Stack, StackError, redis_mode_from_env
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -44,7 +44,7 @@ def _summary(stack: Stack) -> str:
         ("entry (load-balanced)", points["entry_url"]),
         ("gateway nodes", ", ".join(points["ws_urls"])),
         ("history (functions)", points["http_url"]),
-        ("redis", points["redis_url"]),
+        *_redis_rows(stack),
         ("kafka", points["kafka_bootstrap"]),
         ("postgres", points["postgres_dsn"]),
         ("endpoints file", str(stack.state_dir / "endpoints.json")),
@@ -52,6 +52,17 @@ def _summary(stack: Stack) -> str:
     ]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
+
+
+def _redis_rows(stack: Stack) -> list[tuple[str, str]]:
+    if stack.redis_mode == "standalone":
+        return [("redis", stack.redis_url)]
+    ports = ", ".join(str(stack.component(name).port) for name in stack.redis_names())
+    return [("redis cluster (seed)", stack.redis_url), ("redis cluster nodes", f"ports {ports}")]
+
+
+def _redis_arg(stack: Stack) -> str:
+    return " REDIS=cluster" if stack.redis_mode == "cluster" else ""
 
 
 def _dev(stack: Stack) -> int:
@@ -75,7 +86,7 @@ def _dev(stack: Stack) -> int:
                     reported.add(name)
                     print(
                         f"{name} is no longer running (log: {stack.log_path(name)}); "
-                        f"`make dev-start` in another shell brings it back.",
+                        f"`make dev-start{_redis_arg(stack)}` in another shell brings it back.",
                         flush=True,
                     )
     except KeyboardInterrupt:
@@ -134,9 +145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--gateways", type=int, default=2, help="gateway nodes behind the entry point"
     )
     parser.add_argument("--function-hosts", type=int, default=1, help="function host processes")
+    parser.add_argument(
+        "--redis",
+        choices=REDIS_MODES,
+        help="one Redis server, or a Redis Cluster of 3 masters and 3 replicas "
+        "(default: $REDIS, else standalone)",
+    )
     args = parser.parse_args(argv)
     try:
-        stack = Stack(args.state_dir, Ports.defaults(), args.gateways, args.function_hosts)
+        stack = Stack(
+            args.state_dir,
+            Ports.defaults(),
+            args.gateways,
+            args.function_hosts,
+            redis_mode=args.redis or redis_mode_from_env(),
+        )
     except (ValueError, StackError) as error:
         print(error, file=sys.stderr)
         return 2

@@ -9,11 +9,18 @@ import psycopg
 import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+def no_retry() -> Retry:
+    """For probes: a refused connection is an answer (redis-py would retry it for seconds)."""
+    return Retry(NoBackoff(), 0)
 
 
 def redis_ping(url: str) -> bool:
     """Redis answers PING."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, retry=no_retry())
     try:
         return bool(client.ping())
     except redis.RedisError:

@@ -11,7 +11,10 @@ DEFAULT_BASE = 18000
 # Offsets inside a block; gateways and function hosts get ten slots each so extra nodes fit.
 _ENTRY, _REDIS, _POSTGRES, _KAFKA, _KAFKA_CONTROLLER = 0, 1, 2, 3, 4
 _GATEWAYS, _FUNCTIONS, SLOTS = 10, 20, 10
-BLOCK = 32
+# The nodes of a local Redis Cluster, and their cluster bus ports (Redis' default, port + 10000,
+# would land in another block or in the kernel's ephemeral range).
+_REDIS_NODES, _REDIS_BUS, REDIS_NODES = 32, 48, 6
+BLOCK = 64
 
 
 def port_free(port: int) -> bool:
@@ -37,16 +40,23 @@ class Ports:
     kafka_controller: int
     gateway_base: int
     functions_base: int
+    redis_node_base: int
+    redis_bus_base: int
 
     def __post_init__(self) -> None:
         for name in ("entry", "redis", "postgres", "kafka", "kafka_controller"):
             value = getattr(self, name)
             if not 1024 <= value <= 65535:
                 raise ValueError(f"Ports.{name} must be in 1024..65535, not {value}")
-        for name in ("gateway_base", "functions_base"):
+        for name, slots in (
+            ("gateway_base", SLOTS),
+            ("functions_base", SLOTS),
+            ("redis_node_base", REDIS_NODES),
+            ("redis_bus_base", REDIS_NODES),
+        ):
             value = getattr(self, name)
-            if not 1024 <= value <= 65535 - SLOTS:
-                raise ValueError(f"Ports.{name} must be in 1024..{65535 - SLOTS}, not {value}")
+            if not 1024 <= value <= 65535 - slots:
+                raise ValueError(f"Ports.{name} must be in 1024..{65535 - slots}, not {value}")
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -59,6 +69,8 @@ class Ports:
             kafka_controller=base + _KAFKA_CONTROLLER,
             gateway_base=base + _GATEWAYS,
             functions_base=base + _FUNCTIONS,
+            redis_node_base=base + _REDIS_NODES,
+            redis_bus_base=base + _REDIS_BUS,
         )
 
     @classmethod
@@ -89,16 +101,29 @@ class Ports:
         """Port of function host ``index`` (1-based)."""
         return self._slot(self.functions_base, index)
 
+    def redis_node(self, index: int) -> int:
+        """Port of Redis Cluster node ``index`` (1-based)."""
+        return self._slot(self.redis_node_base, index, REDIS_NODES)
+
+    def redis_bus(self, index: int) -> int:
+        """Cluster bus port of Redis Cluster node ``index`` (1-based), where nodes gossip."""
+        return self._slot(self.redis_bus_base, index, REDIS_NODES)
+
     def all(self) -> list[int]:
         """Every port this block may use."""
         fixed = [self.entry, self.redis, self.postgres, self.kafka, self.kafka_controller]
         slots = [
             base + i for base in (self.gateway_base, self.functions_base) for i in range(SLOTS)
         ]
-        return fixed + slots
+        nodes = [
+            base + i
+            for base in (self.redis_node_base, self.redis_bus_base)
+            for i in range(REDIS_NODES)
+        ]
+        return fixed + slots + nodes
 
     @staticmethod
-    def _slot(base: int, index: int) -> int:
-        if not 1 <= index <= SLOTS:
-            raise ValueError(f"node index must be in 1..{SLOTS}, not {index}")
+    def _slot(base: int, index: int, slots: int = SLOTS) -> int:
+        if not 1 <= index <= slots:
+            raise ValueError(f"node index must be in 1..{slots}, not {index}")
         return base + index - 1

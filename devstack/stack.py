@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -28,8 +28,8 @@ from typing import Any, Literal, assert_never
 
 import psycopg
 
-from devstack import configs, health
-from devstack.ports import SLOTS, Ports, port_free
+from devstack import cluster, configs, health
+from devstack.ports import REDIS_NODES, SLOTS, Ports, port_free
 from devstack.process import (
     Record,
     alive,
@@ -45,6 +45,7 @@ from devstack.process import (
 
 REPO = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+# The backing services. With a Redis Cluster, "redis" stands for its nodes redis-1 ... redis-6.
 SERVICES = ("redis", "postgres", "kafka")
 _KAFKA_JVM_FLAGS = (
     "-Xms256m",
@@ -58,6 +59,8 @@ _KAFKA_JVM_FLAGS = (
 HOST = "127.0.0.1"
 
 Kind = Literal["redis", "postgres", "kafka", "gateway", "functions", "lb"]
+RedisMode = Literal["standalone", "cluster"]
+REDIS_MODES: tuple[RedisMode, ...] = ("standalone", "cluster")
 
 _START_TIMEOUT_S: dict[Kind, float] = {
     "redis": 20,
@@ -85,7 +88,14 @@ _TIER: dict[Kind, int] = {
     "functions": 1,
     "lb": 2,
 }
-_NODE_NAME = re.compile(r"(gateway|functions)-([1-9][0-9]?)")
+_NODE_NAME = re.compile(r"(gateway|functions|redis)-([1-9][0-9]?)")
+_NODE_KINDS: dict[str, tuple[Kind, int]] = {
+    "gateway": ("gateway", SLOTS),
+    "functions": ("functions", SLOTS),
+    "redis": ("redis", REDIS_NODES),
+}
+# How long a Redis Cluster may take to be whole once its nodes answer: created, gossip settled.
+_CLUSTER_TIMEOUT_S = 60
 
 
 class StackError(RuntimeError):
@@ -107,12 +117,25 @@ def kind_of(name: str) -> tuple[Kind, int]:
         case "redis" | "postgres" | "kafka" | "lb":
             return name, 0
     node = _NODE_NAME.fullmatch(name)
-    if node and int(node.group(2)) <= SLOTS:
-        kind: Kind = "gateway" if node.group(1) == "gateway" else "functions"
-        return kind, int(node.group(2))
+    if node:
+        kind, slots = _NODE_KINDS[node.group(1)]
+        if int(node.group(2)) <= slots:
+            return kind, int(node.group(2))
     raise ValueError(
         f"unknown component {name!r}: use redis, postgres, kafka, lb, "
-        f"gateway-<1..{SLOTS}> or functions-<1..{SLOTS}>"
+        f"gateway-<1..{SLOTS}>, functions-<1..{SLOTS}> or redis-<1..{REDIS_NODES}> (cluster)"
+    )
+
+
+def redis_mode_from_env(environ: Mapping[str, str] = os.environ) -> RedisMode:
+    """The Redis mode ``REDIS`` asks for: standalone (unset or empty) or cluster."""
+    raw = environ.get("REDIS", "").strip().lower() or "standalone"
+    for mode in REDIS_MODES:
+        if raw == mode:
+            return mode
+    raise ValueError(
+        f"REDIS must be standalone or cluster, not {environ.get('REDIS')!r}: "
+        f"unset it for one Redis server, or set REDIS=cluster for a local Redis Cluster"
     )
 
 
@@ -168,15 +191,20 @@ class Stack:
         function_hosts: int = 1,
         *,
         durable: bool = True,
+        redis_mode: RedisMode = "standalone",
         kafka_lib: Path | None = None,
         progress: Callable[[str], None] = _say,
     ) -> None:
         if not 0 <= gateways <= SLOTS or not 0 <= function_hosts <= SLOTS:
             raise ValueError(f"gateways and function_hosts must be in 0..{SLOTS}")
+        if redis_mode not in REDIS_MODES:
+            raise ValueError(f"redis_mode must be standalone or cluster, not {redis_mode!r}")
         self.state_dir = Path(state_dir).absolute()
         self.ports = ports
         self.gateways = gateways
         self.function_hosts = function_hosts
+        # One Redis server, or a Redis Cluster of 3 masters and 3 replicas (redis-1 ... redis-6).
+        self.redis_mode: RedisMode = redis_mode
         # Off only for throwaway test data: PostgreSQL then skips fsync and full-page writes.
         self.durable = durable
         self.kafka_lib = kafka_lib or REPO / ".devstack" / f"kafka-lib-{kafka_version()}"
@@ -194,7 +222,10 @@ class Stack:
 
     def missing(self) -> list[str]:
         """What this machine lacks to run the stack (empty when nothing); bootstrap installs it."""
-        lacks = [p for p in ("redis-server", "haproxy", "java") if not _find(p)]
+        programs = ["redis-server", "haproxy", "java"]
+        if self.redis_mode == "cluster":
+            programs.append("redis-cli")
+        lacks = [p for p in programs if not _find(p)]
         try:
             postgres_bindir()
         except StackError:
@@ -214,10 +245,20 @@ class Stack:
         """The log file of a component."""
         return self.logs_dir / f"{name}.log"
 
+    def redis_names(self) -> list[str]:
+        """The Redis components: ``redis``, or the cluster's nodes ``redis-1`` ... ``redis-6``."""
+        if self.redis_mode == "cluster":
+            return [f"redis-{i}" for i in range(1, REDIS_NODES + 1)]
+        return ["redis"]
+
+    def services(self) -> list[str]:
+        """The backing services' components (Redis, PostgreSQL, Kafka), in start order."""
+        return [*self.redis_names(), *SERVICES[1:]]
+
     def configured(self) -> list[str]:
         """The components this stack is made of, in start order."""
         return [
-            *SERVICES,
+            *self.services(),
             *(f"gateway-{i}" for i in range(1, self.gateways + 1)),
             *(f"functions-{i}" for i in range(1, self.function_hosts + 1)),
             "lb",
@@ -228,7 +269,7 @@ class Stack:
         kind, index = kind_of(name)
         match kind:
             case "redis":
-                port = self.ports.redis
+                port = self.ports.redis_node(index) if index else self.ports.redis
             case "postgres":
                 port = self.ports.postgres
             case "kafka":
@@ -245,8 +286,23 @@ class Stack:
 
     @property
     def redis_url(self) -> str:
-        """Redis URL (database 0)."""
-        return f"redis://{HOST}:{self.ports.redis}/0"
+        """Redis URL (database 0); of a cluster, its first node, a seed for cluster clients."""
+        return self.redis_nodes()[self.redis_names()[0]]
+
+    def redis_nodes(self) -> dict[str, str]:
+        """Each Redis component's URL by name: ``{"redis": ...}`` or ``redis-1`` ... ``redis-6``."""
+        return {
+            name: f"redis://{HOST}:{self.component(name).port}/0" for name in self.redis_names()
+        }
+
+    def _cluster_ports(self) -> dict[str, int]:
+        return {name: self.component(name).port for name in self.redis_names()}
+
+    def redis_roles(self) -> dict[str, cluster.Role]:
+        """Of a cluster: each node's role (master or replica of whom), as a live node sees it."""
+        if self.redis_mode != "cluster":
+            raise StackError("redis_roles() needs a Redis Cluster (REDIS=cluster)")
+        return cluster.roles(self._cluster_ports())
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -295,6 +351,9 @@ class Stack:
         return {
             "CHAT_ENVIRONMENT": "dev",
             "CHAT_REDIS_URL": self.redis_url,
+            "CHAT_REDIS_MODE": self.redis_mode,
+            # A cluster acks an accepted send once its master's replica holds it.
+            "CHAT_REDIS_WAIT_REPLICAS": "1" if self.redis_mode == "cluster" else "0",
             "CHAT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "CHAT_POSTGRES_DSN": self.postgres_dsn,
             "CHAT_DEV_AUTH": "true",
@@ -363,6 +422,8 @@ class Stack:
             "http_url": self.http_url,
             "web_url": self.entry_url + "/",
             "redis_url": self.redis_url,
+            "redis_mode": self.redis_mode,
+            "redis_nodes": [{"name": n, "url": url} for n, url in self.redis_nodes().items()],
             "kafka_bootstrap": self.kafka_bootstrap,
             "postgres_dsn": self.postgres_dsn,
             "dev_auth": True,
@@ -394,11 +455,14 @@ class Stack:
             self._clock = time.monotonic()
             self._cancel.clear()
             wanted = self._expand(components)
+            self._refuse_other_redis_mode(wanted)
             started: list[str] = []
             try:
                 for tier in (0, 1, 2):
                     names = [n for n in wanted if _TIER[kind_of(n)[0]] == tier]
                     started += self._start_all(names)
+                    if tier == 0 and self.redis_mode == "cluster" and self._wants_redis(wanted):
+                        self._await_cluster()
                     if tier == 0 and self._needs_provision(wanted, started):
                         self._provision()
             finally:
@@ -422,23 +486,100 @@ class Stack:
         self._extra[name] = argv
         self.start([name])
 
+    def _members(self, name: str) -> list[str]:
+        """The components a name stands for: ``redis`` of a cluster is all its nodes."""
+        kind_of(name)
+        return self.redis_names() if name == "redis" else [name]
+
     def _expand(self, components: Iterable[str] | None) -> list[str]:
         if components is None:
             names = [*self.configured(), *self._extra]
         else:
-            names = list(components)
-            for name in names:
-                kind_of(name)
+            names = [member for name in components for member in self._members(name)]
         wanted = dict.fromkeys(names)
         for name in names:
             kind = kind_of(name)[0]
+            if kind == "redis" and name not in self.redis_names():
+                raise ValueError(
+                    f"{name} is not a Redis component of this stack, whose Redis runs "
+                    f"{self.redis_mode} ({', '.join(self.redis_names())}); "
+                    f"REDIS=cluster or REDIS=standalone picks the other"
+                )
+            if kind == "redis":
+                # A cluster node is of use only with the others: starting one starts the missing.
+                wanted.update(dict.fromkeys(self.redis_names()))
             if kind in ("gateway", "functions", "lb"):
-                wanted.update(dict.fromkeys(SERVICES))
+                wanted.update(dict.fromkeys(self.services()))
             if kind == "lb":
                 wanted.update(
                     dict.fromkeys(n for n in self.configured() if n.startswith("gateway-"))
                 )
         return sorted(wanted, key=_order)
+
+    def _wants_redis(self, wanted: list[str]) -> bool:
+        """True when ``wanted`` holds a Redis component of this stack."""
+        return any(name in wanted for name in self.redis_names())
+
+    def _refuse_other_redis_mode(self, wanted: list[str]) -> None:
+        """Never run both kinds of Redis from one state dir: gateways would use one or the other."""
+        if not self._wants_redis(wanted):
+            return
+        others = [
+            name
+            for name in self._recorded()
+            if kind_of(name)[0] == "redis"
+            and name not in self.redis_names()
+            and self._running(name)
+        ]
+        if others:
+            other = "standalone" if self.redis_mode == "cluster" else "cluster"
+            raise StackError(
+                f"{self.state_dir} runs Redis {other} ({', '.join(sorted(others, key=_order))}): "
+                f"stop that stack first (make dev-stop), then start it again with "
+                f"REDIS={self.redis_mode}"
+            )
+
+    def _await_cluster(self) -> None:
+        """Create the Redis Cluster if its nodes never met; wait until every slot is served."""
+        ports = self._cluster_ports()
+        log = self.log_path("redis-cluster")
+        if cluster.is_fresh(ports):
+            cluster.reset(ports)
+            masters = len(ports) // (1 + cluster.REPLICAS_PER_MASTER)
+            self._say(
+                f"redis: creating the cluster ({masters} masters, "
+                f"{len(ports) - masters} replicas) with redis-cli --cluster create"
+            )
+            argv = cluster.create_argv(_which("redis-cli"), ports)
+            code = run(argv, log=log, timeout=_CLUSTER_TIMEOUT_S)
+            if code != 0:
+                raise self._cluster_failure(f"redis-cli --cluster create failed with code {code}")
+        deadline = time.monotonic() + _CLUSTER_TIMEOUT_S
+        waited = False
+        while (why := cluster.problem(ports)) is not None:
+            if self._cancel.is_set():
+                raise StackError("redis: start cancelled")
+            if time.monotonic() >= deadline:
+                raise self._cluster_failure(
+                    f"the Redis Cluster is not whole after {_CLUSTER_TIMEOUT_S}s: {why}"
+                )
+            if not waited:
+                self._say(f"redis: waiting for the cluster ({why})")
+                waited = True
+            time.sleep(0.2)
+        self._say(
+            f"redis: cluster ok, all {cluster.HASH_SLOTS} slots served, each master replicated"
+        )
+
+    def _cluster_failure(self, what: str) -> StackError:
+        log = self.log_path("redis-cluster")
+        dirs = ", ".join(str(self.state_dir / name) for name in self.redis_names())
+        return StackError(
+            f"{what}.\n--- last lines of {log} ---\n{tail(log)}\n---\n"
+            f"Each node's own log is {self.logs_dir}/redis-<n>.log. What to do: if the nodes' "
+            f"cluster state is damaged, stop the stack (make dev-stop) and remove {dirs} "
+            f"(a new, empty cluster is created); then start again."
+        )
 
     def _start_all(self, names: list[str]) -> list[str]:
         """Bring up ``names`` side by side; return the ones that were started."""
@@ -463,11 +604,12 @@ class Stack:
             return False
         if record is not None:
             self._clear_leftovers(record)
-        if not port_free(component.port):
-            raise StackError(
-                f"{name}: port {HOST}:{component.port} is taken by another program. "
-                f"Stop that program, or pick another block of ports with DEVSTACK_PORT_BASE=<port>."
-            )
+        for port in self._listens(component):
+            if not port_free(port):
+                raise StackError(
+                    f"{name}: port {HOST}:{port} is taken by another program. Stop that "
+                    f"program, or pick another block of ports with DEVSTACK_PORT_BASE=<port>."
+                )
         argv, user = self._prepare(component)
         if self._cancel.is_set():
             raise StackError(f"{name}: start cancelled")
@@ -542,10 +684,18 @@ class Stack:
             f"or stop everything (make dev-stop / python -m devstack stop)."
         )
 
+    def _listens(self, component: Component) -> list[int]:
+        """The ports a component binds: a cluster node has its cluster bus too."""
+        index = kind_of(component.name)[1]
+        if component.kind == "redis" and index:
+            return [component.port, self.ports.redis_bus(index)]
+        return [component.port]
+
     def _probe(self, component: Component) -> Callable[[], bool]:
         match component.kind:
             case "redis":
-                return lambda: health.redis_ping(self.redis_url)
+                url = f"redis://{HOST}:{component.port}/0"
+                return lambda: health.redis_ping(url)
             case "postgres":
                 return lambda: health.postgres_ready(self._admin_dsn)
             case "kafka":
@@ -563,9 +713,10 @@ class Stack:
             self._ensure_database()
 
     def _needs_provision(self, wanted: list[str], started: list[str]) -> bool:
-        if not all(s in wanted for s in SERVICES):
+        services = self.services()
+        if not all(s in wanted for s in services):
             return False
-        return bool(set(started) & set(SERVICES)) or not (self.state_dir / "provisioned").exists()
+        return bool(set(started) & set(services)) or not (self.state_dir / "provisioned").exists()
 
     def _provision(self) -> None:
         """Migrate PostgreSQL and create Kafka topics (the chat package knows which)."""
@@ -622,8 +773,11 @@ class Stack:
         return self._default_argv(component)
 
     def _prepare_redis(self, component: Component) -> list[str]:
-        data = self.state_dir / "redis"
+        # redis/ of the single server; redis-<n>/ of each cluster node, beside its nodes.conf.
+        data = self.state_dir / component.name
         data.mkdir(parents=True, exist_ok=True)
+        index = kind_of(component.name)[1]
+        node = cluster.node_argv(bus_port=self.ports.redis_bus(index)) if index else []
         return [
             _which("redis-server"),
             "--bind", HOST,
@@ -638,6 +792,7 @@ class Stack:
             # Dedup records, seq counters and recent logs carry guarantees: a full Redis must
             # refuse writes (the sender gets an error and retries), never evict them silently.
             "--maxmemory-policy", "noeviction",
+            *node,
         ]  # fmt: skip
 
     def _prepare_postgres(self, component: Component) -> tuple[list[str], str | None]:
@@ -825,9 +980,11 @@ class Stack:
         self.cancel()
         with self._locked():
             self._clock = time.monotonic()
-            names = self.components() if components is None else sorted(components, key=_order)
-            for name in names:
-                kind_of(name)
+            if components is None:
+                names = self.components()
+            else:
+                members = (member for name in components for member in self._members(name))
+                names = sorted(dict.fromkeys(members), key=_order)
             try:
                 for tier in (2, 1, 0):
                     batch = [n for n in names if _TIER[kind_of(n)[0]] == tier and self._record(n)]
@@ -865,16 +1022,22 @@ class Stack:
             self._say(f"{name}: stopped")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to a component's process group (a crash by default); SIGKILL waits."""
-        kind_of(name)
+        """Send ``sig`` to a component's process group (a crash by default); SIGKILL waits.
+
+        ``redis`` of a cluster stands for all its nodes; ``redis-<n>`` is one node.
+        """
+        members = self._members(name)
         with self._locked():
-            record = self._running(name)
-            if record is None:
+            records = [r for member in members if (r := self._running(member))]
+            if not records:
                 raise StackError(f"{name} is not running")
-            signal_group(record.pid, sig)
+            for record in records:
+                signal_group(record.pid, sig)
             if sig == signal.SIGKILL:
-                wait_gone(record.pid, record.started, 10.0, self._children.get(name))
-                self._clear_leftovers(record)
+                for record in records:
+                    child = self._children.get(record.name)
+                    wait_gone(record.pid, record.started, 10.0, child)
+                    self._clear_leftovers(record)
             self._publish()
 
     # ----- helpers -----

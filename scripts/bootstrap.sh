@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, and skips what is already there:
-# Debian packages (Redis, haproxy, PostgreSQL, Maven, Java, Node.js/npm, Chromium for the page
-# tests), the Python virtualenv from the lock file, actionlint, the Kafka jars, the web page's npm
-# packages. `scripts/bootstrap.sh --lint-tools` installs only the virtualenv and actionlint.
+# Debian packages (Redis and redis-cli, haproxy, PostgreSQL, Maven, Java, Node.js/npm, Chromium
+# for the page tests), the Python virtualenv from the lock file, actionlint, the Kafka jars, the
+# web page's npm packages. `scripts/bootstrap.sh --lint-tools` installs only the virtualenv and
+# actionlint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,8 @@ have_postgres() {
 }
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+# redis-cli creates the local Redis Cluster (REDIS=cluster).
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 have_postgres || missing+=(postgresql)
 command -v mvn >/dev/null || missing+=(maven)
@@ -59,7 +62,7 @@ if ((${#missing[@]})); then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
         die "apt-get install ${missing[*]} failed (see above): fix it, then run this again"
 elif ! $lint_only; then
-    say "system packages present (redis-server, haproxy, postgresql, maven, java, npm, chromium)"
+    say "system packages present (redis-server, redis-cli, haproxy, postgresql, maven, java, npm, chromium)"
 fi
 
 # ----- Python virtualenv -----

@@ -14,7 +14,6 @@ from chat.clients import redis_client
 from chat.settings import Settings
 from chat.shards import Shards
 from devstack import Stack
-from devstack.stack import SERVICES
 from devstack.testing import make_stack, start_or_fail, stop_and_remove
 
 
@@ -69,8 +68,8 @@ def _session_stack() -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def stack(_session_stack: Stack) -> Stack:
-    """Private Redis, PostgreSQL and Kafka, provisioned; shared by the whole session."""
-    start_or_fail(_session_stack, list(SERVICES))
+    """Private Redis (a cluster with ``REDIS=cluster``), PostgreSQL and Kafka, provisioned."""
+    start_or_fail(_session_stack, _session_stack.services())
     return _session_stack
 
 

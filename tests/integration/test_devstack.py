@@ -27,6 +27,8 @@ CONTRACT_KEYS = {
     "http_url",
     "web_url",
     "redis_url",
+    "redis_mode",
+    "redis_nodes",
     "kafka_bootstrap",
     "postgres_dsn",
     "dev_auth",
@@ -38,7 +40,7 @@ CONTRACT_KEYS = {
 @pytest.fixture(scope="module")
 def small_stack() -> Iterator[Stack]:
     """A stack of its own with Redis and PostgreSQL only, for tests that kill and stop things."""
-    stack = make_stack("chat-small-stack-", gateways=0, function_hosts=0)
+    stack = make_stack("chat-small-stack-", gateways=0, function_hosts=0, redis_mode="standalone")
     try:
         start_or_fail(stack, ["redis", "postgres"])
         yield stack
@@ -47,11 +49,12 @@ def small_stack() -> Iterator[Stack]:
 
 
 def test_services_answer(stack: Stack) -> None:
-    client = redis.Redis.from_url(stack.redis_url, socket_timeout=5)
-    try:
-        assert client.ping()
-    finally:
-        client.close()
+    for url in stack.redis_nodes().values():
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
 
     with psycopg.connect(stack.postgres_dsn, connect_timeout=5) as conn:
         row = conn.execute("SELECT current_user, current_database()").fetchone()
@@ -71,7 +74,10 @@ def test_endpoints_file_follows_the_contract(stack: Stack) -> None:
     assert published["web_url"] == published["entry_url"] + "/"
     assert published["dev_auth"] is True
     assert isinstance(published["jwt_secret"], str) and len(published["jwt_secret"]) >= 32
-    for name in ("redis", "postgres", "kafka"):
+    assert published["redis_mode"] == stack.redis_mode
+    assert [node["name"] for node in published["redis_nodes"]] == stack.redis_names()
+    assert published["redis_url"] == published["redis_nodes"][0]["url"]
+    for name in stack.services():
         assert published["pids"][name] == stack.pid(name)
 
 
@@ -82,6 +88,7 @@ def test_children_settings_parse(stack: Stack, monkeypatch: pytest.MonkeyPatch) 
     settings = Settings.from_env()
 
     assert settings.redis_url == stack.redis_url
+    assert settings.redis_mode == stack.redis_mode
     assert settings.kafka_bootstrap == stack.kafka_bootstrap
     assert settings.postgres_dsn == stack.postgres_dsn
     assert settings.history_url == stack.http_url
@@ -102,6 +109,17 @@ def test_a_killed_component_comes_back_alone(small_stack: Stack) -> None:
         assert client.ping()
     finally:
         client.close()
+
+
+def test_a_standalone_stack_names_one_redis(small_stack: Stack) -> None:
+    published = json.loads((small_stack.state_dir / "endpoints.json").read_text())
+
+    assert published["redis_mode"] == "standalone"
+    assert published["redis_nodes"] == [{"name": "redis", "url": published["redis_url"]}]
+    assert published["redis_url"] == f"redis://127.0.0.1:{small_stack.ports.redis}/0"
+    assert set(published["pids"]) == {"redis", "postgres"}
+    assert small_stack.env()["CHAT_REDIS_MODE"] == "standalone"
+    assert small_stack.env()["CHAT_REDIS_WAIT_REPLICAS"] == "0"
 
 
 def test_stop_leaves_no_process_and_frees_the_ports(small_stack: Stack) -> None:
