@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -374,6 +375,7 @@ def steady(
     say(f"  stored {rows}/{target} rows of the run ({waited:.1f}s after the last delivery)")
     grown = RedisCounters.read(client).since(redis_before)
     sample.stop()
+    _key_sizes(client, load.rooms[0], out)
     disk = kafka_log_bytes(stack, topic) - disk
     rows_bytes = database_bytes(dsn) - rows_bytes
     records, record_bytes = kafka_record_bytes(
@@ -401,6 +403,22 @@ def steady(
     )
     if rows < target:
         raise RuntimeError(f"only {rows}/{target} messages stored: the figures are incomplete")
+
+
+def _key_sizes(client: redis.Redis, room: str, out: Figures) -> None:
+    """MEMORY USAGE of one room's dedup keys and of its recent log per entry."""
+    pattern = names.dedup_key(room, "*")
+    keys = list(itertools.islice(client.scan_iter(match=pattern, count=1000), 100))
+    dedup = sum(int(client.memory_usage(k) or 0) for k in keys) / max(len(keys), 1)
+    log = names.recent_log_key(room)
+    entries = int(client.xlen(log))
+    per_entry = int(client.memory_usage(log, samples=0) or 0) / max(entries, 1)
+    out.put(
+        "redis_key_bytes",
+        {"dedup_key": round(dedup), "recent_log_entry": round(per_entry)},
+        f"Redis MEMORY USAGE: a dedup key {dedup:.0f} B ({len(keys)} sampled), a recent-log "
+        f"entry {per_entry:.0f} B ({entries} in one room's log)",
+    )
 
 
 def _steady_figures(
@@ -617,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--rate", type=int, default=300, help="steady msg/s in total (default 300)")
     add("--duration", type=float, default=20, help="seconds at the steady rate (default 20)")
     add("--warmup", type=float, default=5, help="seconds of warm-up at the rate (default 5)")
-    add("--quiet", type=float, default=9, help="seconds of the idle window (default 9)")
+    add("--quiet", type=float, default=15, help="seconds of the idle window (default 15)")
     add("--rooms", type=int, default=20)
     add("--room-size", type=int, default=10, help="members per room, half on each node (even)")
     add("--text-bytes", type=int, default=64)
