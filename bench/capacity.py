@@ -6,9 +6,10 @@ On a private local stack (standalone Redis, Kafka, PostgreSQL, 2 gateway nodes, 
 at a steady rate that does not saturate the machine (the fast-path bench's clients: --rooms rooms
 of --room-size members, each room half on each node, every member a sender):
 
-1. warm-up: --warmup s at the rate, until its messages are stored;
+1. --quiet s of the stack without clients (its own idle Redis CPU), then a warm-up of --warmup s
+   at the rate, until its messages are stored;
 2. quiet: --quiet s with every client connected and nobody sending: each component's idle CPU,
-   Redis ops and bytes per idle socket (presence heartbeats, pings, polls);
+   Redis ops, bytes and CPU while idle (presence heartbeats, pings, polls);
 3. steady: --rate msg/s for --duration s, then until every message is stored:
    - CPU per 1,000 deliveries/s per gateway node (its CPU over the send window / its deliveries:
      each node carries half of every room's members); every other component's CPU per message;
@@ -24,7 +25,9 @@ of --room-size members, each room half on each node, every member a sender):
    sending: gateway-2's CPU per message is one pub/sub copy received and written to one socket,
    gateway-1's surplus is one send taken in; together they give the CPU per delivery when each
    of a room's members is on a node of its own (a large fleet), which the steady layout (5
-   members of a room per node) cannot show;
+   members of a room per node) cannot show; --quiet s idle before it give, with the other two
+   idle windows, Redis CPU per presence heartbeat script (one per room and node) of 1 member
+   and of room-size / 2 members;
 5. persist: the persist function alone over --records records through Kafka (bench.functions):
    rows/s, and rows per CPU-second of PostgreSQL and of the persist host (this process);
 6. message function alone over --records sends (bench.functions): records/s of one consumer,
@@ -67,6 +70,7 @@ from bench.functions import deps_for, message_alone, persist_alone
 from bench.realtime import raise_fd_limit, say
 from bench.stack import private_stack
 from chat import frames, names
+from chat.settings import Settings
 from devstack.stack import Stack
 from functions.registry import REGISTRY
 from functions.triggers import KafkaTopic
@@ -118,12 +122,15 @@ class RedisCounters:
     calls: dict[str, int]
     usec: dict[str, int]
     memory: int
+    # used_cpu_user + used_cpu_sys of the server (getrusage: microseconds, not clock ticks)
+    cpu: float
 
     @classmethod
     def read(cls, client: redis.Redis) -> RedisCounters:
         stats: Any = client.info("stats")
         commands: Any = client.info("commandstats")
         memory: Any = client.info("memory")
+        cpu: Any = client.info("cpu")
         calls, usec = {}, {}
         for key, value in commands.items():
             name = key.removeprefix("cmdstat_")
@@ -136,6 +143,7 @@ class RedisCounters:
             calls,
             usec,
             int(memory["used_memory"]),
+            float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         )
 
     def since(self, earlier: RedisCounters) -> RedisCounters:
@@ -147,6 +155,7 @@ class RedisCounters:
             {n: c - earlier.calls.get(n, 0) for n, c in self.calls.items()},
             {n: u - earlier.usec.get(n, 0) for n, u in self.usec.items()},
             self.memory - earlier.memory,
+            self.cpu - earlier.cpu,
         )
 
     def less(self, quiet: RedisCounters) -> RedisCounters:
@@ -159,6 +168,7 @@ class RedisCounters:
             {n: c - round(k * quiet.calls.get(n, 0)) for n, c in self.calls.items()},
             {n: u - round(k * quiet.usec.get(n, 0)) for n, u in self.usec.items()},
             self.memory,
+            self.cpu - k * quiet.cpu,
         )
 
 
@@ -271,16 +281,23 @@ class Figures:
             say(f"  {line}")
 
 
-def quiet(stack: Stack, client: redis.Redis, sockets: int, seconds: float, out: Figures) -> Any:
-    """Everyone connected, nobody sending: idle CPU and Redis traffic; the quiet growth."""
-    say(f"[2/6] quiet: {sockets} idle sockets for {seconds:.0f}s (nobody sends)")
+def idle_window(
+    stack: Stack, client: redis.Redis, seconds: float
+) -> tuple[RedisCounters, dict[str, float]]:
+    """Nobody sends for ``seconds``: the Redis growth and each component's CPU (% of a core)."""
     meter = CpuMeter(stack.endpoints()["pids"])
     before = RedisCounters.read(client)
     meter.start()
     time.sleep(seconds)
     cpu, wall, _ = meter.stop()
     grown = RedisCounters.read(client).since(before)
-    idle_pct = {n: round(100 * v / wall, 2) for n, v in cpu.items() if n != "bench"}
+    return grown, {n: round(100 * v / wall, 2) for n, v in cpu.items() if n != "bench"}
+
+
+def quiet(stack: Stack, client: redis.Redis, sockets: int, seconds: float, out: Figures) -> Any:
+    """Everyone connected, nobody sending: idle CPU and Redis traffic; the quiet growth."""
+    say(f"[2/6] quiet: {sockets} idle sockets for {seconds:.0f}s (nobody sends)")
+    grown, idle_pct = idle_window(stack, client, seconds)
     out.put("quiet_cpu_pct_of_core", idle_pct, f"idle CPU, % of one core: {_parts(idle_pct)}")
     ops = sum(grown.calls.values())
     out.put(
@@ -298,16 +315,36 @@ def quiet(stack: Stack, client: redis.Redis, sockets: int, seconds: float, out: 
         f"Redis network while idle: {grown.net_in / grown.at / sockets:.1f} B/s in, "
         f"{grown.net_out / grown.at / sockets:.1f} B/s out per idle socket",
     )
-    usec = sum(u for u in grown.usec.values() if u > 0) / grown.at / sockets
     out.put(
-        "quiet_redis_command_us_per_socket_s",
-        round(usec, 2),
-        f"Redis command time while idle: {usec:.2f} us per second per idle socket",
+        "quiet_redis_cpu_us_s",
+        round(1e6 * grown.cpu / grown.at),
+        f"Redis CPU while idle (INFO cpu): {1e6 * grown.cpu / grown.at:.0f} us per second",
     )
     return grown
 
 
-def spread(stack: Stack, args: argparse.Namespace, run_id: str, out: Figures) -> None:
+def presence_cost(
+    args: argparse.Namespace, heartbeat_s: float, cpu_us_s: dict[str, float], out: Figures
+) -> None:
+    """Redis CPU per presence heartbeat script (one per room and node every heartbeat_s)."""
+    scripts_s = args.rooms * 2 / heartbeat_s
+    base = cpu_us_s["no clients"]
+    per = {
+        "members_1": round((cpu_us_s["rooms of 2"] - base) / scripts_s, 1),
+        f"members_{args.room_size // 2}": round((cpu_us_s["steady layout"] - base) / scripts_s, 1),
+    }
+    out.put(
+        "presence_redis_cpu_us_per_heartbeat_script",
+        per,
+        f"Redis CPU per presence heartbeat script ({scripts_s:.1f} scripts/s: {args.rooms} rooms "
+        f"x 2 nodes every {heartbeat_s:.0f} s; idle CPU of the stack without clients, "
+        f"{base:.0f} us/s, taken off): {_parts(per, 1)} us",
+    )
+
+
+def spread(
+    stack: Stack, client: redis.Redis, args: argparse.Namespace, run_id: str, out: Figures
+) -> float:
     """Rooms of 2, one member per node, only node 1's members sending: the cost of one pub/sub
     copy (received and written to its one member) apart from the cost of one send's intake."""
     layout = argparse.Namespace(**{**vars(args), "room_size": 2})
@@ -317,6 +354,9 @@ def spread(stack: Stack, args: argparse.Namespace, run_id: str, out: Figures) ->
     )
     load = Load(stack.endpoints()["ws_urls"], layout, run_id, send_from=(0,))
     try:
+        say(f"  {args.rooms * 2} idle sockets for {args.quiet:.0f}s first (nobody sends)")
+        grown, _ = idle_window(stack, client, args.quiet)
+        idle_us_s = 1e6 * grown.cpu / grown.at
         pids = lambda: stack.endpoints()["pids"]  # noqa: E731
         phase = load.phase("spread", args.rate, args.duration, grace=args.grace, pids=pids)
     finally:
@@ -346,6 +386,7 @@ def spread(stack: Stack, args: argparse.Namespace, run_id: str, out: Figures) ->
         f"{copy:.4f} + {intake:.4f} / {fan} = {copy + intake / fan:.4f} vCPU per 1,000 "
         f"deliveries/s",
     )
+    return idle_us_s
 
 
 def steady(
@@ -486,10 +527,16 @@ def _steady_figures(
         f"Redis ops per message: {sum(calls.values()):.2f} ({_parts(calls, 3)}); commands a "
         f"script runs count under their own name as well as under evalsha",
     )
+    cpu_us = 1e6 * net.cpu / msgs
+    out.put(
+        "redis_cpu_us_per_message",
+        round(cpu_us, 1),
+        f"Redis CPU per message (INFO cpu, the idle rate taken off): {cpu_us:.1f} us",
+    )
     usec = {n: round(u / msgs, 1) for n, u in sorted(net.usec.items()) if u / msgs >= 0.1}
     out.put(
         "redis_command_us_per_message",
-        {"total": round(sum(usec.values()), 1), "by_command": usec},
+        {"by_command": usec},
         f"Redis command time per message (commandstats usec; evalsha includes the commands its "
         f"script runs, which also count under their names): {_parts(usec, 1)} us",
     )
@@ -605,21 +652,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with raised_rate_limits(), private_stack(gateways=2, function_hosts=1) as stack:
         client = redis.Redis.from_url(stack.redis_url)
         sockets = args.rooms * args.room_size
-        say(
-            f"[1/6] {sockets} clients in {args.rooms} rooms of {args.room_size} over 2 nodes; "
-            f"warm-up {args.warmup:.0f}s at {args.rate} msg/s"
-        )
-        load = Load(stack.endpoints()["ws_urls"], args, run_id)
         try:
-            warm = load.phase("warm-up", args.rate, args.warmup, grace=args.grace)
-            say(warm.line())
-            wait_stored(stack.postgres_dsn, run_id, warm.acked, args.drain_timeout)
-            growth = quiet(stack, client, sockets, args.quiet, out)
-            steady(stack, load, client, growth, warm.acked, args, out)
+            say(f"[1/6] the stack without clients for {args.quiet:.0f}s (its own idle CPU)")
+            bare, _ = idle_window(stack, client, args.quiet)
+            idle_us_s = {"no clients": 1e6 * bare.cpu / bare.at}
+            say(
+                f"  then {sockets} clients in {args.rooms} rooms of {args.room_size} over 2 "
+                f"nodes; warm-up {args.warmup:.0f}s at {args.rate} msg/s"
+            )
+            load = Load(stack.endpoints()["ws_urls"], args, run_id)
+            try:
+                warm = load.phase("warm-up", args.rate, args.warmup, grace=args.grace)
+                say(warm.line())
+                wait_stored(stack.postgres_dsn, run_id, warm.acked, args.drain_timeout)
+                growth = quiet(stack, client, sockets, args.quiet, out)
+                idle_us_s["steady layout"] = 1e6 * growth.cpu / growth.at
+                steady(stack, load, client, growth, warm.acked, args, out)
+            finally:
+                load.close()
+            idle_us_s["rooms of 2"] = spread(stack, client, args, f"{run_id}s", out)
         finally:
-            load.close()
             client.close()
-        spread(stack, args, f"{run_id}s", out)
+        heartbeat = Settings.from_env(stack.env(), environment="test").presence_heartbeat_s
+        presence_cost(args, heartbeat, idle_us_s, out)
         asyncio.run(functions_alone(stack, args.records, out))
     return out.values
 
