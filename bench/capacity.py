@@ -716,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration, --warmup and --quiet must be in (0, 120] s")
     if not 1_000 <= args.records <= 100_000 or not 1 <= args.socket_kb <= 1_000:
         parser.error("--records must be in 1000..100000, --socket-kb in 1..1000")
+    if args.out and not args.out.resolve().parent.is_dir():
+        parser.error(f"--out {args.out}: its directory does not exist; create it or pick another")
     say(f"capacity: {os.cpu_count()} cores, fd limit {raise_fd_limit()}")
     started = time.monotonic()
     figures = run(args)
