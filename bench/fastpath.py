@@ -43,7 +43,7 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -350,7 +350,7 @@ class Generator:
         tally = self.tally = Tally(phase, str(phase).encode())
         for client in self.clients:
             client.seen.clear()
-        cpu0 = _own_cpu()
+        cpu0 = own_cpu()
         begin = time.monotonic() + (start_at - time.time())
         await asyncio.sleep(max(0.0, begin - time.monotonic()))
         progress_at = begin + 1
@@ -396,7 +396,7 @@ class Generator:
                     "latency": tally.latency,
                     "cross": tally.cross,
                     "sent_at": tally.sent_at,
-                    "cpu_s": _own_cpu() - cpu0,
+                    "cpu_s": own_cpu() - cpu0,
                     "wall_s": time.monotonic() - begin,
                     "closed": sum(1 for c in self.clients if c.closed),
                     "late": self.late,
@@ -442,7 +442,7 @@ class Generator:
         await asyncio.sleep(0.2)
 
 
-def _own_cpu() -> float:
+def own_cpu() -> float:
     times = os.times()
     return times.user + times.system
 
@@ -606,9 +606,17 @@ class Phase:
 class Load:
     """The generator processes of one system under test, driven phase by phase."""
 
-    def __init__(self, urls: list[str], args: argparse.Namespace, run_id: str) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        args: argparse.Namespace,
+        run_id: str,
+        send_from: Sequence[int] = (0, 1),
+    ) -> None:
         self.args = args
         self.run_id = run_id
+        # the nodes whose clients send (the others' only receive)
+        self.send_from = tuple(send_from)
         self.rooms = [f"fp-{run_id}-{r}" for r in range(args.rooms)]
         self.room_size = args.room_size
         self.phase_no = 0
@@ -632,8 +640,8 @@ class Load:
                 for r, room in enumerate(self.rooms)
                 for s in range(node * half, (node + 1) * half)
             ]
-            self._spawn(url, clients, senders=True)
-        # The senders are always the first two.
+            self._spawn(url, clients, senders=node in self.send_from)
+        # The two nodes' processes (senders or not) are always the first two.
         self.procs = self.procs[-2:] + self.procs[:-2]
         self._await_ready(self.procs[:2], len(self.rooms) * self.room_size)
 
@@ -719,7 +727,7 @@ class Load:
         senders = self.procs[:2]
         start_at = time.time() + 0.5
         for _, pipe in senders:
-            pipe.send(("run", no, rate / len(senders), start_at, seconds))
+            pipe.send(("run", no, rate / len(self.send_from), start_at, seconds))
         result = Phase(name, rate, seconds)
         progress: dict[int, tuple[int, int, int, int]] = {}
         sent_done = 0
@@ -1118,59 +1126,63 @@ def outage(
     return figures
 
 
-def run_ours(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
-    """The scenario on a private local stack."""
+@contextlib.contextmanager
+def raised_rate_limits() -> Iterator[None]:
+    """Stacks started inside refuse no send of the scenario (RAISED_LIMITS); says so."""
     defaults = os.environ.get("CHAT_RATE_LIMITS")
     os.environ["CHAT_RATE_LIMITS"] = RAISED_LIMITS
-    say(f"ours: send rate limits raised for the run: CHAT_RATE_LIMITS={RAISED_LIMITS}")
-    run_id = uuid.uuid4().hex[:8]
-    out: dict[str, Any] = {"run": run_id}
+    say(f"send rate limits raised for the run: CHAT_RATE_LIMITS={RAISED_LIMITS}")
     try:
-        with private_stack(gateways=2, function_hosts=1) as stack:
-            points = stack.endpoints()
-            dsn = points["postgres_dsn"]
-            # Every component of the stack, found again per window (kafka's pid changes).
-            pids = lambda: stack.endpoints()["pids"]  # noqa: E731
-            load = Load(points["ws_urls"], args, run_id)
-            phases: list[Phase] = []
-            try:
-                if "fastpath" in only:
-                    out["fastpath"] = fastpath(load, args, pids, "ours")
-                    if out["fastpath"]["warmup"] is not None:
-                        phases.append(out["fastpath"]["warmup"])
-                    phases += out["fastpath"]["steps"]
-                if "idle" in only:
-                    out["idle"] = idle_node(stack, load, args)
-                    phases.append(out["idle"]["_phase"])
-                acked_all = Counter[int]()
-                for phase in phases:
-                    acked_all.update(phase.acked_per_room)
-                target = sum(acked_all.values())
-                if target:
-                    say(f"storage: waiting for the {target} accepted messages in PostgreSQL")
-                    rows, waited = wait_stored(dsn, run_id, target, args.drain_timeout)
-                    out["stored"] = {"accepted": target, "rows": rows, "waited_s": round(waited, 1)}
-                    say(
-                        f"storage: {rows}/{target} rows stored ({waited:.1f}s after the last phase)"
-                    )
-                if "outage" in only:
-                    if load.backlog:
-                        load.settle()
-                    out["outage"] = outage(stack, load, args, stored(dsn, run_id))
-                    acked_all.update(out["outage"]["_phase"].acked_per_room)
-                if sum(acked_all.values()):
-                    out["history"] = history_check(points["http_url"], load.rooms, acked_all)
-                    say(
-                        f"history: newest seq equals the messages accepted in "
-                        f"{out['history']['newest_seq_equals_accepted']}/{len(load.rooms)} rooms"
-                    )
-            finally:
-                load.close()
+        yield
     finally:
         if defaults is None:
             os.environ.pop("CHAT_RATE_LIMITS", None)
         else:
             os.environ["CHAT_RATE_LIMITS"] = defaults
+
+
+def run_ours(args: argparse.Namespace, only: set[str]) -> dict[str, Any]:
+    """The scenario on a private local stack."""
+    run_id = uuid.uuid4().hex[:8]
+    out: dict[str, Any] = {"run": run_id}
+    with raised_rate_limits(), private_stack(gateways=2, function_hosts=1) as stack:
+        points = stack.endpoints()
+        dsn = points["postgres_dsn"]
+        # Every component of the stack, found again per window (kafka's pid changes).
+        pids = lambda: stack.endpoints()["pids"]  # noqa: E731
+        load = Load(points["ws_urls"], args, run_id)
+        phases: list[Phase] = []
+        try:
+            if "fastpath" in only:
+                out["fastpath"] = fastpath(load, args, pids, "ours")
+                if out["fastpath"]["warmup"] is not None:
+                    phases.append(out["fastpath"]["warmup"])
+                phases += out["fastpath"]["steps"]
+            if "idle" in only:
+                out["idle"] = idle_node(stack, load, args)
+                phases.append(out["idle"]["_phase"])
+            acked_all = Counter[int]()
+            for phase in phases:
+                acked_all.update(phase.acked_per_room)
+            target = sum(acked_all.values())
+            if target:
+                say(f"storage: waiting for the {target} accepted messages in PostgreSQL")
+                rows, waited = wait_stored(dsn, run_id, target, args.drain_timeout)
+                out["stored"] = {"accepted": target, "rows": rows, "waited_s": round(waited, 1)}
+                say(f"storage: {rows}/{target} rows stored ({waited:.1f}s after the last phase)")
+            if "outage" in only:
+                if load.backlog:
+                    load.settle()
+                out["outage"] = outage(stack, load, args, stored(dsn, run_id))
+                acked_all.update(out["outage"]["_phase"].acked_per_room)
+            if sum(acked_all.values()):
+                out["history"] = history_check(points["http_url"], load.rooms, acked_all)
+                say(
+                    f"history: newest seq equals the messages accepted in "
+                    f"{out['history']['newest_seq_equals_accepted']}/{len(load.rooms)} rooms"
+                )
+        finally:
+            load.close()
     return out
 
 

@@ -276,8 +276,13 @@ def topic_baseline(bootstrap: str, count: int) -> float:
     return count / (time.monotonic() - (started or time.monotonic()))
 
 
-async def persist_alone(deps: Deps, count: int) -> float:
-    """Records/s of the persist function as a host runs it: its concurrency, its trigger."""
+async def persist_alone(
+    deps: Deps, count: int, on_first_row: Callable[[int], None] | None = None
+) -> float:
+    """Records/s of the persist function as a host runs it: its concurrency, its trigger.
+
+    ``on_first_row`` is called with the rows stored when the clock starts (a CPU meter's start).
+    """
     import psycopg
 
     from functions.runtime.kafka_topic import KafkaTopicRunner
@@ -305,6 +310,8 @@ async def persist_alone(deps: Deps, count: int) -> float:
     async def measured() -> float:
         # Counting rows runs on the runner's own event loop and database: poll it sparingly.
         await until(rows, 1, "persist first row", 60)
+        if on_first_row is not None:
+            on_first_row(await rows())
         return await until(rows, count, "persist function", 300, every_s=0.25)
 
     took = await run_for(runners, measured)
