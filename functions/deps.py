@@ -122,6 +122,8 @@ class Deps:
 
     async def aclose(self) -> None:
         """Close every client that was opened."""
+        if self._shards is not None:
+            await self._shards.aclose()
         if self._redis is not None:
             await self._redis.aclose()
         if self._pool is not None:

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import assert_never
 
+from redis.crc import key_slot
+
 from chat import names
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -85,6 +87,16 @@ class RedisStream:
         )
         if self.dead_letter == self.stream:
             raise ValueError("RedisStream.dead_letter must differ from the stream it guards")
+        if (
+            self.dead_letter
+            and not self.partitioned
+            and key_slot(self.dead_letter.encode()) != key_slot(self.stream.encode())
+        ):
+            # An entry is dead-lettered atomically with its ack: one script, one slot.
+            raise ValueError(
+                f"RedisStream.dead_letter {self.dead_letter!r} must share the hash slot of "
+                f"{self.stream!r} on a Redis Cluster: give both the same {{tag}}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

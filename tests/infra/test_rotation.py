@@ -111,7 +111,7 @@ def test_gauges_publish_dead_letter_depth_and_stream_lag(
     fn = Function(
         name=f"gauged-{tag}",
         handler="functions.message:handle",
-        trigger=RedisStream(stream=f"g:{tag}", group="g", dead_letter=f"g:{tag}:dead"),
+        trigger=RedisStream(stream=f"g:{{{tag}}}", group="g", dead_letter=f"g:{{{tag}}}:dead"),
     )
     settings = Settings.from_env(stack.env(), environment="test")
     r = redis.Redis.from_url(settings.redis_url)

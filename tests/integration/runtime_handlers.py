@@ -20,12 +20,12 @@ from functions.triggers import KafkaTopic, RedisStream
 
 def stream_name(test_id: str) -> str:
     """The input stream of ``rt-stream``."""
-    return f"rt:{test_id}:in"
+    return f"rt:{{{test_id}}}:in"
 
 
 def stream_dead_letter(test_id: str) -> str:
     """The dead-letter stream of ``rt-stream``."""
-    return f"rt:{test_id}:dead"
+    return f"rt:{{{test_id}}}:dead"
 
 
 def topic_name(test_id: str) -> str:
@@ -40,7 +40,7 @@ def topic_dead_letter(test_id: str) -> str:
 
 def bisect_stream(test_id: str) -> str:
     """The input stream of ``rt-bisect-stream`` (big batches, a dead-letter cap of 5)."""
-    return f"rt:{test_id}:bisect"
+    return f"rt:{{{test_id}}}:bisect"
 
 
 def bisect_topic(test_id: str) -> str:
@@ -64,22 +64,22 @@ def persist_topic(test_id: str) -> str:
 
 def inbound_name(test_id: str) -> str:
     """The inbound stream the real message function reads in these tests."""
-    return f"rt:{test_id}:inbound"
+    return f"rt:{{{test_id}}}:inbound"
 
 
 def seen_key(test_id: str) -> str:
     """Hash: record key -> how many times the handler completed it."""
-    return f"rt:{test_id}:seen"
+    return f"rt:{{{test_id}}}:seen"
 
 
 def order_key(test_id: str, lane: str) -> str:
     """List: record keys of one lane (room or partition) in the order they were completed."""
-    return f"rt:{test_id}:order:{lane}"
+    return f"rt:{{{test_id}}}:order:{lane}"
 
 
 def fixed_key(test_id: str) -> str:
     """Present once the ``broken`` records may succeed (they are poison until then)."""
-    return f"rt:{test_id}:fixed"
+    return f"rt:{{{test_id}}}:fixed"
 
 
 def functions_for(test_id: str) -> tuple[Function, ...]:
@@ -165,7 +165,7 @@ def functions_for(test_id: str) -> tuple[Function, ...]:
                 batch_size=50,
                 max_wait_ms=5,
                 visibility_timeout_s=3.0,
-                dead_letter=f"rt:{test_id}:inbound:dead",
+                dead_letter=f"rt:{{{test_id}}}:inbound:dead",
             ),
             timeout_s=10.0,
         ),

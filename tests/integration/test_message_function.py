@@ -62,8 +62,9 @@ async def test_a_batch_is_sequenced_deduplicated_logged_fanned_out_and_produced(
     stack: Stack, deps: Deps
 ) -> None:
     room = f"it-{uuid.uuid4().hex[:10]}"
-    pubsub = deps.redis.pubsub()
-    await pubsub.ssubscribe(names.room_channel(room))
+    channel = names.room_channel(room)
+    pubsub = deps.shards.node(await deps.shards.owner(channel)).pubsub()
+    await pubsub.ssubscribe(channel)
     # GIVEN a batch with a re-sent duplicate (another stream entry, same client_msg_id)
     batch = [
         _record("1-1", room, "ann", "a", "first"),

@@ -53,7 +53,8 @@ class Load:
 
     async def sequenced(self) -> int:
         """How many seqs were assigned so far, over all rooms."""
-        values = await self.deps.redis.mget([names.seq_key(r) for r in self.rooms])
+        # One GET per room: on a cluster the rooms' keys live in different slots.
+        values = await asyncio.gather(*(self.deps.redis.get(names.seq_key(r)) for r in self.rooms))
         return sum(int(v or 0) for v in values)
 
     async def persisted(self) -> int:

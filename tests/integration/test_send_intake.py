@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from chat import names
-from chat.clients import redis_client
 from chat.ratelimit import Limit, RateLimiter
 from chat.settings import Settings
 from chat.shards import Shards
-from devstack import Stack
 from realtime.intake import SendIntake
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def shards(stack: Stack) -> AsyncIterator[Shards]:
-    settings = Settings.from_env(stack.env())
-    client = redis_client(settings)
-    yield Shards(settings, client)
-    await client.aclose()
 
 
 async def test_concurrent_sends_share_round_trips_and_keep_the_limits(shards: Shards) -> None:
