@@ -1,4 +1,4 @@
-"""Wire contract v1: inbound event payloads, outbound messages, acks and error codes.
+"""Wire contract v2: inbound event payloads, outbound room events, acks and error codes.
 
 Each field has one validator here, exactly as strict as storage: whatever it accepts, Redis,
 Kafka and PostgreSQL accept too (tests/integration/test_stores_accept.py shows it), and whatever it
@@ -29,6 +29,13 @@ _UNSTORABLE_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 MAX_TEXT_CHARS = 4000
 MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_USER_ID_CHARS = 128
+MAX_EMOJI_CHARS = 32
+# Room events besides ``message`` carry their type in their JSON (first, so a reader can tell
+# the kind from the first bytes); a message's JSON has none (v1's shape).
+MESSAGE_UPDATED = "message_updated"
+MESSAGE_DELETED = "message_deleted"
+REACTION = "reaction"
+READ = "read"
 
 Room = Annotated[str, msgspec.Meta(pattern=ROOM_PATTERN)]
 # Bounded by Redis stream ids and PostgreSQL bigint: a larger one is bad input, not a server error.
@@ -56,6 +63,9 @@ class ErrorCode(StrEnum):
     INVALID_PARAMETER = "invalid_parameter"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_FOUND = "not_found"
+    INVALID_EMOJI = "invalid_emoji"
+    INVALID_CLIENT_OP_ID = "invalid_client_op_id"
+    TOO_MANY_EMOJIS = "too_many_emojis"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
@@ -105,14 +115,54 @@ def _printable(value: object, limit: int) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= limit and value.isprintable()
 
 
-def check_client_msg_id(value: object) -> str:
-    """``value`` if it is a valid client_msg_id, else ``invalid_client_msg_id``."""
+def _client_id(value: object, name: str, code: ErrorCode) -> str:
     if not _printable(value, MAX_CLIENT_MSG_ID_CHARS):
         raise ContractError(
-            ErrorCode.INVALID_CLIENT_MSG_ID,
-            f"client_msg_id must be 1..{MAX_CLIENT_MSG_ID_CHARS} printable characters",
+            code, f"{name} must be 1..{MAX_CLIENT_MSG_ID_CHARS} printable characters"
         )
     assert isinstance(value, str)
+    return value
+
+
+def check_client_msg_id(value: object) -> str:
+    """``value`` if it is a valid client_msg_id, else ``invalid_client_msg_id``."""
+    return _client_id(value, "client_msg_id", ErrorCode.INVALID_CLIENT_MSG_ID)
+
+
+def check_client_op_id(value: object) -> str:
+    """``value`` if it is a valid client_op_id (client_msg_id's rule), else an error."""
+    return _client_id(value, "client_op_id", ErrorCode.INVALID_CLIENT_OP_ID)
+
+
+_UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def check_message_id(value: object, field: str = "id") -> str:
+    """``value`` if it can be a message id (a lowercase UUID, as acks give it).
+
+    Else ``invalid_payload`` (not a string) or ``not_found``: no message has such an id.
+    """
+    if not isinstance(value, str):
+        raise ContractError(ErrorCode.INVALID_PAYLOAD, f"{field} must be a string")
+    if _UUID_RE.fullmatch(value) is None:
+        raise ContractError(
+            ErrorCode.NOT_FOUND, f"{field} names no message: use the id a send's ack returned"
+        )
+    return value
+
+
+def check_emoji(value: object) -> str:
+    """``value`` if it is 1..32 characters without whitespace, storable, else ``invalid_emoji``."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_EMOJI_CHARS
+        or any(c.isspace() for c in value)
+        or _UNSTORABLE_RE.search(value)
+    ):
+        raise ContractError(
+            ErrorCode.INVALID_EMOJI,
+            f"emoji must be 1..{MAX_EMOJI_CHARS} characters without whitespace",
+        )
     return value
 
 
@@ -147,10 +197,53 @@ class SendRequest(msgspec.Struct):
     room: Room
     text: str
     client_msg_id: str
+    reply_to: str | None = None
 
     def __post_init__(self) -> None:
         self.text = check_text(self.text)
         check_client_msg_id(self.client_msg_id)
+        if self.reply_to is not None:
+            check_message_id(self.reply_to, "reply_to")
+
+
+class EditRequest(msgspec.Struct):
+    room: Room
+    id: str
+    text: str
+    client_op_id: str
+
+    def __post_init__(self) -> None:
+        check_message_id(self.id)
+        self.text = check_text(self.text)
+        check_client_op_id(self.client_op_id)
+
+
+class DeleteRequest(msgspec.Struct):
+    room: Room
+    id: str
+    client_op_id: str
+
+    def __post_init__(self) -> None:
+        check_message_id(self.id)
+        check_client_op_id(self.client_op_id)
+
+
+class ReactRequest(msgspec.Struct):
+    room: Room
+    id: str
+    emoji: str
+    on: bool
+    client_op_id: str
+
+    def __post_init__(self) -> None:
+        check_message_id(self.id)
+        check_emoji(self.emoji)
+        check_client_op_id(self.client_op_id)
+
+
+class ReadRequest(msgspec.Struct):
+    room: Room
+    seq: Seq
 
 
 class TypingRequest(msgspec.Struct):
@@ -168,6 +261,56 @@ class Message(msgspec.Struct, frozen=True):
     text: str
     client_msg_id: str
     ts: str
+    reply_to: str | None = None
+
+
+# The numbers a sequencing script assigns come right after the id and room (which hold no
+# quote), so the JSON can be split around them (``chat.frames.event_template``).
+class MessageUpdated(msgspec.Struct, frozen=True):
+    """An edit: the message ``id`` (at ``msg_seq``) has ``text`` as its ``version``."""
+
+    type: str
+    id: str
+    room: str
+    seq: int
+    msg_seq: int
+    version: int
+    text: str
+    edited_at: str
+    sender: str
+
+
+class MessageDeleted(msgspec.Struct, frozen=True):
+    """A delete: the message ``id`` (at ``msg_seq``) is a tombstone from now on."""
+
+    type: str
+    id: str
+    room: str
+    seq: int
+    msg_seq: int
+    deleted_at: str
+
+
+class Reaction(msgspec.Struct, frozen=True):
+    """``user`` put (``on``) or took back an ``emoji`` on the message ``id``."""
+
+    type: str
+    id: str
+    room: str
+    seq: int
+    msg_seq: int
+    user: str
+    emoji: str
+    on: bool
+
+
+class ReadPosition(msgspec.Struct, frozen=True):
+    """A member's read position (not a room event: it has no seq of its own)."""
+
+    type: str
+    room: str
+    user: str
+    last_read_seq: int
 
 
 def parse(kind: type[T], payload: Any) -> T:
@@ -190,15 +333,48 @@ def parse(kind: type[T], payload: Any) -> T:
         raise ContractError(ErrorCode.INVALID_PAYLOAD, detail) from None
 
 
+# The inbound entry's ``kind`` field; an entry without one is a send (entries of v1).
+KIND_EDIT, KIND_DELETE, KIND_REACT, KIND_READ = "edit", "delete", "react", "read"
+
+
 def inbound_fields(request: SendRequest, sender: str, ts: str) -> dict[str, str]:
     """The inbound stream entry a gateway adds for an accepted send."""
-    return {
+    fields = {
         "room": request.room,
         "text": request.text,
         "client_msg_id": request.client_msg_id,
         "sender": sender,
         "ts": ts,
     }
+    if request.reply_to is not None:
+        fields["reply_to"] = request.reply_to
+    return fields
+
+
+def op_fields(
+    request: EditRequest | DeleteRequest | ReactRequest, sender: str, ts: str
+) -> dict[str, str]:
+    """The inbound stream entry a gateway adds for an accepted edit, delete or react."""
+    fields = {
+        "room": request.room,
+        "id": request.id,
+        "client_op_id": request.client_op_id,
+        "sender": sender,
+        "ts": ts,
+    }
+    match request:
+        case EditRequest():
+            fields.update(kind=KIND_EDIT, text=request.text)
+        case DeleteRequest():
+            fields["kind"] = KIND_DELETE
+        case ReactRequest():
+            fields.update(kind=KIND_REACT, emoji=request.emoji, on="1" if request.on else "0")
+    return fields
+
+
+def read_fields(room: str, user: str, last_read_seq: int) -> dict[str, str]:
+    """The inbound stream entry that persists a read position."""
+    return {"kind": KIND_READ, "room": room, "sender": user, "seq": str(last_read_seq)}
 
 
 def utc_now_iso() -> str:

@@ -9,7 +9,15 @@
 - The **fan-out frame** is what a room's sharded pub/sub channel carries:
   ``1|<event>|<seq>|<skip sid>|<packet>``; a gateway node writes ``<packet>`` to each local member
   as it is, without decoding it.
-- The **recent-log entry** is ``<seq>-0 m <message JSON>`` in the room's capped stream.
+- The **recent-log entry** is ``<seq>-0 m <event JSON>`` in the room's capped stream, plus
+  ``e <event>`` for room events other than ``message`` (an entry without ``e`` is a message).
+- An **event JSON** (``message_updated``, ``message_deleted``, ``reaction``) is encoded by the
+  message function with its numbers left out, like a message's: the script splices the seq, the
+  message's seq and (edits) the version it assigns (``event_template``).
+- The **op frame** is a node-only control frame on the room's channel, ``1|_op|||<op JSON>``
+  with ``{"op": <op id>, "code": "ok" | <error code>, "version": <int>}``: the outcome of an
+  edit, delete, react or reply, which the gateway waiting for it turns into the ack. Gateways
+  never deliver it to clients.
 """
 
 from __future__ import annotations
@@ -19,15 +27,20 @@ from dataclasses import dataclass
 
 import msgspec
 
-from chat.contract import Message
+from chat.contract import Message, MessageDeleted, MessageUpdated, Reaction
 
 FRAME_VERSION = "1"
 LOG_FIELD = "m"
+LOG_EVENT_FIELD = "e"
+OP_EVENT = "_op"
 # The seq sits third in a message's JSON: after id and room, which can hold no quote.
 _SEQ_SLOT = b',"seq":0,'
 
 _encode = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(Message).decode
+# An event's numbers, as its template leaves them: seq and msg_seq, and an edit's version.
+_NUMBERS_SLOT = b',"seq":0,"msg_seq":0,'
+_VERSION_SLOT = b'"version":0,'
 
 
 class FrameError(ValueError):
@@ -50,6 +63,17 @@ end
 local function fanout_frame(event, seq, packet)
   return '{FRAME_VERSION}|' .. event .. '|' .. seq_text(seq) .. '||' .. packet
 end
+local function event_json(head, seq, msg_seq, version, tail)
+  local numbers = seq_text(seq) .. ',"msg_seq":' .. seq_text(msg_seq)
+  if version then
+    numbers = numbers .. ',"version":' .. seq_text(version)
+  end
+  return head .. numbers .. tail
+end
+local function op_frame(op, code, version)
+  return '{FRAME_VERSION}|{OP_EVENT}|||{{"op":"' .. op .. '","code":"' .. code
+    .. '","version":' .. seq_text(version) .. '}}'
+end
 """
 
 
@@ -65,6 +89,64 @@ def message_template(message: Message) -> tuple[bytes, bytes]:
 def message_json(head: bytes, seq: int, tail: bytes) -> bytes:
     """The message JSON with its seq (what ``message_json`` in ``MESSAGE_LUA`` builds)."""
     return head + str(seq).encode() + tail
+
+
+RoomEvent = MessageUpdated | MessageDeleted | Reaction
+
+
+def event_template(event: RoomEvent) -> tuple[bytes, bytes]:
+    """Split an event's JSON around its numbers (seq, msg_seq and an edit's version)."""
+    raw = _encode(msgspec.structs.replace(event, seq=0, msg_seq=0, **_version_zero(event)))
+    head, slot, tail = raw.partition(_NUMBERS_SLOT)
+    if not slot:
+        raise FrameError("an event's JSON must hold seq and msg_seq after its id and room")
+    if isinstance(event, MessageUpdated):
+        if not tail.startswith(_VERSION_SLOT):
+            raise FrameError("an edit's JSON must hold its version after msg_seq")
+        tail = tail[len(_VERSION_SLOT) :]
+    return head + b',"seq":', b"," + tail
+
+
+def _version_zero(event: RoomEvent) -> dict[str, int]:
+    return {"version": 0} if isinstance(event, MessageUpdated) else {}
+
+
+def event_json(head: bytes, seq: int, msg_seq: int, version: int | None, tail: bytes) -> bytes:
+    """An event's JSON with its numbers (what ``event_json`` in ``MESSAGE_LUA`` builds)."""
+    numbers = f'{seq},"msg_seq":{msg_seq}'
+    if version is not None:
+        numbers += f',"version":{version}'
+    return head + numbers.encode() + tail
+
+
+def encode_room_event(event: RoomEvent) -> bytes:
+    """An event's JSON, as clients, the recent log and Kafka carry it."""
+    return _encode(event)
+
+
+def encode_op_frame(op: str, code: str, version: int = 0) -> str:
+    """The op frame telling the gateways the outcome of the op ``op``."""
+    body = f'{{"op":"{op}","code":"{code}","version":{version}}}'
+    return f"{FRAME_VERSION}|{OP_EVENT}|||{body}"
+
+
+class OpOutcome(msgspec.Struct, frozen=True):
+    """What an op frame carries: the op's id, ``ok`` or an error code, an edit's version."""
+
+    op: str
+    code: str
+    version: int = 0
+
+
+_decode_outcome = msgspec.json.Decoder(OpOutcome).decode
+
+
+def decode_op(packet: str) -> OpOutcome:
+    """The outcome an op frame's packet carries; raises FrameError when it is not one."""
+    try:
+        return _decode_outcome(packet)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FrameError(f"not an op outcome: {exc}") from None
 
 
 def encode_message(message: Message) -> bytes:
@@ -138,10 +220,16 @@ def log_entry_seq(entry_id: str) -> int:
         raise FrameError(f"not a recent-log entry id: {entry_id[:40]!r}") from None
 
 
+def log_entry_event(fields: Mapping[str, str]) -> str:
+    """The event name of a recent-log entry (``message`` when it names none)."""
+    return fields.get(LOG_EVENT_FIELD) or "message"
+
+
 def log_entry_frame(entry_id: str, fields: Mapping[str, str]) -> Frame:
-    """A recent-log entry as the fan-out frame of its message (what a replay or repair sends)."""
-    packet = event_packet("message", log_entry_json(fields))
-    return Frame(event="message", seq=log_entry_seq(entry_id), skip=None, packet=packet)
+    """A recent-log entry as the fan-out frame of its event (what a replay or repair sends)."""
+    event = log_entry_event(fields)
+    packet = event_packet(event, log_entry_json(fields))
+    return Frame(event=event, seq=log_entry_seq(entry_id), skip=None, packet=packet)
 
 
 def log_entry_json(fields: Mapping[str, str]) -> str:

@@ -12,3 +12,12 @@ def message_id(sender: str, room: str, client_msg_id: str) -> str:
     # Length prefixes make the encoding injective whatever characters the parts hold.
     name = f"{len(sender)}:{sender}|{len(room)}:{room}|{client_msg_id}"
     return str(uuid.uuid5(_NAMESPACE, name))
+
+
+_OP_NAMESPACE = uuid.UUID("2c5b8f04-7d1e-4a6b-8e3f-91a0c4d7b6e2")
+
+
+def op_id(user: str, room: str, client_op_id: str) -> str:
+    """The id of the op (edit, delete, react) ``client_op_id`` of ``user`` in ``room``."""
+    name = f"{len(user)}:{user}|{len(room)}:{room}|{client_op_id}"
+    return str(uuid.uuid5(_OP_NAMESPACE, name))

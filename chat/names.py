@@ -34,6 +34,36 @@ def dedup_key(room: str, message_id: str) -> str:
     return f"{_room_tag(room)}:dedup:{message_id}"
 
 
+def message_state_key(room: str) -> str:
+    """Hash of the room's messages: id -> ``<seq>|<version>|<deleted 0/1>|<sender>``."""
+    return f"{_room_tag(room)}:msgs"
+
+
+def live_key(room: str) -> str:
+    """Sorted set of the seqs of the room's messages that are not deleted (unread counts)."""
+    return f"{_room_tag(room)}:live"
+
+
+def own_key(room: str, user: str) -> str:
+    """Sorted set of the seqs of ``user``'s messages in the room that are not deleted."""
+    return f"{_room_tag(room)}:own:{user}"
+
+
+def reactions_key(room: str, message_id: str) -> str:
+    """Hash of a message's reactions: emoji -> how many users put it."""
+    return f"{_room_tag(room)}:rx:{message_id}"
+
+
+def reactors_key(room: str, message_id: str) -> str:
+    """Set of a message's ``<emoji>\\n<user>`` pairs (one user counts once per emoji)."""
+    return f"{_room_tag(room)}:rxu:{message_id}"
+
+
+def reads_key(room: str) -> str:
+    """Hash of the room's read positions: user -> last_read_seq."""
+    return f"{_room_tag(room)}:reads"
+
+
 def room_channel(room: str) -> str:
     """Sharded pub/sub channel of the room's fan-out frames; in the room's slot like its keys."""
     return f"{_room_tag(room)}:events"

@@ -59,6 +59,15 @@ class Settings:
     # A join with ``since_seq`` replays at most this many messages (the newest); older ones are
     # reported as ``gap: true`` and the client pages them from history.
     max_replay_messages: int = 500
+    # Distinct emojis one message may carry; a reaction with one more is refused
+    # (too_many_emojis).
+    max_emojis_per_message: int = 20
+    # How long an edit, delete, react or reply waits for its outcome before it answers
+    # unavailable (the client retries with the same client_op_id / client_msg_id).
+    op_ack_timeout_s: int = 10
+    # A member's read position is announced to the room at most once per this interval per
+    # node (later moves in it become one announcement at its end).
+    read_coalesce_ms: int = 1000
     # Sockets one user may hold on one gateway node; more are refused (too_many_sockets).
     max_sockets_per_user: int = 20
     # An Engine.IO session that has not completed the Socket.IO connect by then is closed.
@@ -81,7 +90,8 @@ class Settings:
     # "http.user" limits each caller of the HTTP functions (429 with retry_after_ms).
     rate_limits: str = (
         "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,"
-        "replay.user=10:200,leave.socket=20:100,connect.user=10:60,http.user=50:100"
+        "replay.user=10:200,leave.socket=20:100,connect.user=10:60,http.user=50:100,"
+        "read.socket=10:50"
     )
     # HTTP function requests: bodies larger than this are refused (413) before they are read,
     # JSON bodies nested deeper than this are refused (400).
@@ -138,13 +148,17 @@ class Settings:
                 self.max_replay_messages,
                 self.max_sockets_per_user,
                 self.connect_timeout_s,
+                self.max_emojis_per_message,
+                self.op_ack_timeout_s,
             )
             <= 0
         ):
             raise ValueError(
-                "max_outbound_packets, max_replay_messages, max_sockets_per_user and "
-                "connect_timeout_s must be positive"
+                "max_outbound_packets, max_replay_messages, max_sockets_per_user, "
+                "connect_timeout_s, max_emojis_per_message and op_ack_timeout_s must be positive"
             )
+        if self.read_coalesce_ms < 0:
+            raise ValueError("read_coalesce_ms must be >= 0 (0: announce every move)")
         if self.retention_days < 0 or self.retention_batch <= 0:
             raise ValueError("retention_days must be >= 0 (0: keep all), retention_batch > 0")
 

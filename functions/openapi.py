@@ -47,7 +47,18 @@ OPERATIONS: dict[str, tuple[str, list[dict[str, Any]], dict[str, Any] | None]] =
             _query("limit", _int(1, history.MAX_LIMIT)),
             _query("before_seq", _int(1)),
             _query("after_seq", _int(0)),
+            _query("thread", {"type": "string", "format": "uuid"}),
         ],
+        None,
+    ),
+    "GET /rooms/{room}/events": (
+        "Every room event (message, message_updated, message_deleted, reaction) after a seq",
+        [_ROOM, _query("after_seq", _int(0)), _query("limit", _int(1, history.MAX_LIMIT))],
+        None,
+    ),
+    "GET /me/rooms": (
+        "The caller's rooms: last seq, read position and unread count of each",
+        [],
         None,
     ),
     "GET /rooms/{room}/search": (

@@ -82,9 +82,11 @@ FUNCTIONS: tuple[Function, ...] = (
     Function(
         name="history",
         handler="functions.history:app",
-        trigger=HttpRoute(routes=("GET /rooms/{room}/messages",)),
+        trigger=HttpRoute(
+            routes=("GET /rooms/{room}/messages", "GET /rooms/{room}/events", "GET /me/rooms")
+        ),
         timeout_s=10.0,
-        description="Room history pages and catch-up, newest messages merged from the recent log.",
+        description="Room history pages, threads, the event catch-up and the caller's rooms.",
     ),
     Function(
         name="search",

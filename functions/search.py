@@ -30,7 +30,7 @@ hits AS (
     SELECT m.id, m.seq, m.sender, m.text, m.client_msg_id, m.created_at,
            ts_rank(m.search, q.query) AS rank
     FROM messages m, q
-    WHERE m.room = %(room)s AND m.search @@ q.query
+    WHERE m.room = %(room)s AND m.search @@ q.query AND NOT m.deleted
 )
 SELECT id::text, seq, sender, text, client_msg_id, created_at, rank FROM hits
 WHERE %(after_rank)s::real IS NULL OR (rank, seq) < (%(after_rank)s::real, %(after_seq)s::bigint)

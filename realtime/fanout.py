@@ -6,8 +6,8 @@ packet of each frame to every local member of the room as it is: nothing is deco
 per node or per socket.
 
 Order and completeness: a room's frames arrive in seq order on its channel. The node keeps the
-last message seq it delivered per room; a frame past the next expected seq (the subscription was
-lost and restored, e.g. Redis restarted) is preceded by the missing messages read from the
+last event seq it delivered per room; a frame past the next expected seq (the subscription was
+lost and restored, e.g. Redis restarted) is preceded by the missing events read from the
 room's recent log, and a frame already delivered is dropped. So a member never misses a seq
 silently: what the capped log no longer holds shows as a jump the client repairs from history.
 """
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -293,6 +294,8 @@ class RoomFanout:
         self._by_channel: dict[str, _Room] = {}
         self._links: dict[str, _Link] = {}
         self._started = False
+        # Called with the packet of each op frame (an op's outcome): never delivered to sockets.
+        self.on_op: Callable[[str], None] | None = None
 
     # ----- lifecycle -----
 
@@ -457,6 +460,10 @@ class RoomFanout:
             frame = frames.decode_frame(raw)
         except frames.FrameError:
             log.warning("dropped a malformed fan-out frame", extra={"room": state.room})
+            return
+        if frame.event == frames.OP_EVENT:
+            if self.on_op is not None:
+                self.on_op(frame.packet)
             return
         if frame.seq is not None:
             if state.last_seq is not None and frame.seq <= state.last_seq:

@@ -1,4 +1,5 @@
-"""The gateway's Socket.IO handlers: connect, join, leave, send, typing; all answer with acks."""
+"""The gateway's Socket.IO handlers: connect, join, leave, send, typing, edit, delete, react,
+read; all answer with acks."""
 
 from __future__ import annotations
 
@@ -18,24 +19,31 @@ from socketio import packet as sio_packet
 from chat import frames, names
 from chat.auth import Identity, authenticate, authorize_room
 from chat.contract import (
+    READ,
     ContractError,
+    DeleteRequest,
+    EditRequest,
     ErrorCode,
     JoinRequest,
     LeaveRequest,
+    ReactRequest,
+    ReadRequest,
     SendRequest,
     TypingRequest,
     error_ack,
     inbound_fields,
     ok_ack,
+    op_fields,
     parse,
+    read_fields,
     utc_now_iso,
 )
-from chat.ids import message_id
+from chat.ids import message_id, op_id
 from chat.presence import Presence, Snapshot, parse_member
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.settings import Settings
 from chat.shards import RedisClient, Shards
-from realtime import metrics
+from realtime import metrics, reads
 from realtime.fanout import PacketWriter, RoomFanout, abort_websocket
 from realtime.intake import SendIntake
 
@@ -155,6 +163,12 @@ class Gateway:
             engineio_logger=False,
         )
         self.fanout = RoomFanout(self.shards, PacketWriter(self.sio, settings.max_outbound_packets))
+        self.fanout.on_op = self._on_op
+        # op id -> the calls waiting for that op's outcome (an op frame on the room's channel)
+        self._waiting: dict[str, list[asyncio.Future[frames.OpOutcome]]] = {}
+        # (room, user) within their read quiet interval -> the position (and the socket that
+        # moved it) to announce at its end, None when nothing moved since the last one
+        self._read_quiet: dict[tuple[str, str], tuple[int, str] | None] = {}
         self.conns: dict[str, Connection] = {}
         # user -> this node's sockets of that user
         self.sockets_of: dict[str, int] = {}
@@ -170,6 +184,10 @@ class Gateway:
         self.sio.on("leave", self._event("leave", self.leave))
         self.sio.on("send", self._event("send", self.send))
         self.sio.on("typing", self._event("typing", self.typing))
+        self.sio.on("edit", self._event("edit", self.edit))
+        self.sio.on("delete", self._event("delete", self.delete))
+        self.sio.on("react", self._event("react", self.react))
+        self.sio.on("read", self._event("read", self.read))
         self.sio.on("*", self.unknown)
 
     # ----- lifecycle -----
@@ -467,10 +485,15 @@ class Gateway:
         if request.since_seq is None:
             await self.sio.enter_room(sid, sio_room)
             self._joined(conn, room, sid)
-            last_seq = int(await self.redis.get(names.seq_key(room)) or 0)
-            self.fanout.set_floor(room, last_seq)
+            state = await self._join_state(sid, room, user)
+            self.fanout.set_floor(room, state.last_seq)
             await self._present(room, sid, user)
-            return ok_ack(room=room, last_seq=last_seq)
+            return ok_ack(
+                room=room,
+                last_seq=state.last_seq,
+                last_read_seq=state.last_read_seq,
+                unread=state.unread,
+            )
 
         self.fanout.hold(room, sid)
         try:
@@ -485,10 +508,27 @@ class Gateway:
                 self.fanout.send_packet(sid, frame.event, frame.packet)
                 replayed = frame.seq
         await self._present(room, sid, user)
-        ack = ok_ack(room=room, last_seq=max(last_seq, replayed))
+        state = await self._join_state(sid, room, user)
+        ack = ok_ack(
+            room=room,
+            last_seq=max(last_seq, replayed),
+            last_read_seq=state.last_read_seq,
+            unread=state.unread,
+        )
         if gap:
             ack["gap"] = True
         return ack
+
+    async def _join_state(self, sid: str, room: str, user: str) -> reads.JoinState:
+        state = await reads.join_state(self.shards, room, user)
+        if state.first:
+            # The user's first join of the room: PostgreSQL learns of the membership
+            # (GET /me/rooms lists it) through the same path as read positions.
+            try:
+                await self.intake.accept(user, sid, read_fields(room, user, 0), event=None)
+            except Exception:
+                log.warning("could not record a membership", exc_info=True, extra={"room": room})
+        return state
 
     async def _subscribe(self, room: str, sid: str) -> None:
         try:
@@ -559,14 +599,165 @@ class Gateway:
         return ok_ack()
 
     async def send(self, sid: str, conn: Connection, payload: Any) -> Ack:
-        """Accept a message durably onto the inbound stream; ack with its final id."""
+        """Accept a message durably onto the inbound stream; ack with its final id.
+
+        A reply is acked once sequenced: only then is it known that ``reply_to`` names a
+        message of the room that is not deleted (else ``not_found``).
+        """
         request = parse(SendRequest, payload)
         if request.room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} before sending")
         sender = conn.identity.user
         fields = inbound_fields(request, sender=sender, ts=utc_now_iso())
-        raise_if_limited("send", await self.intake.accept(sender, sid, fields))
-        return ok_ack(id=message_id(sender, request.room, request.client_msg_id))
+        msg_id = message_id(sender, request.room, request.client_msg_id)
+        if request.reply_to is None:
+            raise_if_limited("send", await self.intake.accept(sender, sid, fields))
+        else:
+            outcome = await self._sequenced(sid, conn, fields, msg_id, "client_msg_id")
+            if outcome.code != "ok":
+                raise ContractError(
+                    ErrorCode.NOT_FOUND,
+                    "reply_to names no message of this room (or a deleted one)",
+                )
+        return ok_ack(id=msg_id)
+
+    # ----- edits, deletes, reactions -----
+
+    def _on_op(self, packet: str) -> None:
+        """An op's outcome arrived on its room's channel: answer whoever waits for it here."""
+        try:
+            outcome = frames.decode_op(packet)
+        except frames.FrameError:
+            log.warning("dropped a malformed op frame")
+            return
+        for future in self._waiting.pop(outcome.op, ()):
+            if not future.done():
+                future.set_result(outcome)
+
+    async def _sequenced(
+        self, sid: str, conn: Connection, fields: dict[str, str], op: str, retry_with: str
+    ) -> frames.OpOutcome:
+        """Append an op and wait (bounded) for the outcome the message function publishes."""
+        future: asyncio.Future[frames.OpOutcome] = asyncio.get_running_loop().create_future()
+        # Registered before the append: the outcome cannot come before anyone waits for it.
+        self._waiting.setdefault(op, []).append(future)
+        try:
+            raise_if_limited("send", await self.intake.accept(conn.identity.user, sid, fields))
+            async with asyncio.timeout(self.settings.op_ack_timeout_s):
+                return await future
+        except TimeoutError:
+            raise ContractError(
+                ErrorCode.UNAVAILABLE,
+                f"no outcome within {self.settings.op_ack_timeout_s} s: retry with the same "
+                f"{retry_with} (it is applied once)",
+            ) from None
+        finally:
+            waiting = self._waiting.get(op)
+            if waiting is not None:
+                with contextlib.suppress(ValueError):
+                    waiting.remove(future)
+                if not waiting:
+                    del self._waiting[op]
+
+    async def _apply(
+        self, sid: str, conn: Connection, request: EditRequest | DeleteRequest | ReactRequest
+    ) -> frames.OpOutcome:
+        if request.room not in conn.rooms:
+            raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} first")
+        user = conn.identity.user
+        fields = op_fields(request, sender=user, ts=utc_now_iso())
+        op = op_id(user, request.room, request.client_op_id)
+        outcome = await self._sequenced(sid, conn, fields, op, "client_op_id")
+        match outcome.code:
+            case "ok":
+                return outcome
+            case "not_found":
+                raise ContractError(
+                    ErrorCode.NOT_FOUND,
+                    f"no message {request.id!r} in {request.room!r} (or it is deleted)",
+                )
+            case "forbidden":
+                raise ContractError(
+                    ErrorCode.FORBIDDEN, "only a message's sender may edit or delete it"
+                )
+            case "too_many_emojis":
+                raise ContractError(
+                    ErrorCode.TOO_MANY_EMOJIS,
+                    f"a message carries at most {self.settings.max_emojis_per_message} "
+                    "distinct emojis: react with one it already has",
+                )
+            case code:
+                raise ContractError(ErrorCode.INTERNAL, f"unexpected outcome {code[:40]!r}")
+
+    async def edit(self, sid: str, conn: Connection, payload: Any) -> Ack:
+        """Replace the text of one's own message; ack with its new version."""
+        request = parse(EditRequest, payload)
+        outcome = await self._apply(sid, conn, request)
+        return ok_ack(id=request.id, version=outcome.version)
+
+    async def delete(self, sid: str, conn: Connection, payload: Any) -> Ack:
+        """Delete one's own message: it stays as a tombstone at its seq."""
+        request = parse(DeleteRequest, payload)
+        await self._apply(sid, conn, request)
+        return ok_ack(id=request.id)
+
+    async def react(self, sid: str, conn: Connection, payload: Any) -> Ack:
+        """Put (``on``) or take back an emoji on a message."""
+        request = parse(ReactRequest, payload)
+        await self._apply(sid, conn, request)
+        return ok_ack()
+
+    # ----- read positions -----
+
+    async def read(self, sid: str, conn: Connection, payload: Any) -> Ack:
+        """Move the user's read position forward; tell the room (coalesced); persist it."""
+        request = parse(ReadRequest, payload)
+        room, user = request.room, conn.identity.user
+        if room not in conn.rooms:
+            raise ContractError(ErrorCode.NOT_MEMBER, f"join {room!r} first")
+        await self.limiter.check("read", user, sid)
+        before = self._read_quiet.get((room, user))
+        position, asked = await reads.move(self.shards, room, user, request.seq)
+        if asked and position > 0:
+            # Also when a retry finds it moved already: the first append may have failed.
+            await self.intake.accept(user, sid, read_fields(room, user, position), event=None)
+            if before is None or before[0] < position:
+                await self._announce_read(room, user, position, sid)
+        return ok_ack(last_read_seq=position)
+
+    async def _announce_read(self, room: str, user: str, position: int, sid: str) -> None:
+        """At most one ``read`` per user per room per ``read_coalesce_ms`` from this node."""
+        key = (room, user)
+        interval_s = self.settings.read_coalesce_ms / 1000
+        if interval_s > 0:
+            if key in self._read_quiet:
+                self._read_quiet[key] = (position, sid)  # announced when the interval ends
+                return
+            self._read_quiet[key] = None
+            asyncio.get_running_loop().call_later(interval_s, self._read_due, key)
+        await self._publish_read(room, user, position, sid)
+
+    async def _publish_read(self, room: str, user: str, position: int, sid: str) -> None:
+        payload = {"room": room, "user": user, "last_read_seq": position}
+        await self.fanout.publish(room, READ, payload, skip=sid)
+
+    def _read_due(self, key: tuple[str, str]) -> None:
+        pending = self._read_quiet.pop(key, None)
+        if pending is None:
+            return
+        self._read_quiet[key] = None
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.settings.read_coalesce_ms / 1000, self._read_due, key)
+        task = loop.create_task(self._announce_pending(key, *pending))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce_pending(self, key: tuple[str, str], position: int, sid: str) -> None:
+        try:
+            await self._publish_read(key[0], key[1], position, sid)
+        except Exception:
+            # The next read of the user announces the position again.
+            log.warning("coalesced read announcement failed", exc_info=True)
 
     async def typing(self, sid: str, conn: Connection, payload: Any) -> Ack:
         """Tell the room's other members that this user is (or stopped) typing."""

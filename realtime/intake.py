@@ -47,16 +47,20 @@ class SendIntake:
         self.stream = stream
         self.partitions = settings.inbound_partitions
         self.wait_replicas = settings.redis_wait_replicas
-        self._queue: list[tuple[Spend, Mapping[str, str], asyncio.Future[int]]] = []
+        self._queue: list[tuple[Spend | None, Mapping[str, str], asyncio.Future[int]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def accept(self, user: str, sid: str, fields: Mapping[str, str]) -> int:
-        """Charge the send's rate limits and append it; 0 when accepted, else the wait in ms."""
+    async def accept(
+        self, user: str, sid: str, fields: Mapping[str, str], event: str | None = "send"
+    ) -> int:
+        """Charge ``event``'s rate limits (none when None) and append the entry; 0 when
+        accepted, else the wait in ms."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush_forever(), name="send-intake")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((Spend("send", user, sid), fields, future))
+        spend = None if event is None else Spend(event, user, sid)
+        self._queue.append((spend, fields, future))
         self._ready.set()
         return await future
 
@@ -73,10 +77,15 @@ class SendIntake:
         return names.partition(self.stream, names.partition_of(room, self.partitions))
 
     async def _flush(
-        self, batch: list[tuple[Spend, Mapping[str, str], asyncio.Future[int]]]
+        self, batch: list[tuple[Spend | None, Mapping[str, str], asyncio.Future[int]]]
     ) -> None:
         try:
-            waits = await self.limiter.spend([spend for spend, _, _ in batch])
+            charged = [(i, spend) for i, (spend, _, _) in enumerate(batch) if spend is not None]
+            waits = [0] * len(batch)
+            if charged:
+                spent = await self.limiter.spend([spend for _, spend in charged])
+                for (i, _), wait in zip(charged, spent, strict=True):
+                    waits[i] = wait
             appends = []
             for (_, fields, _), wait in zip(batch, waits, strict=True):
                 if wait:

@@ -22,6 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from devstack import Stack
 
 DEADLINE_S = 20.0
+# The events that take a room seq.
+ROOM_EVENTS = ("message", "message_updated", "message_deleted", "reaction")
 
 
 def unique_room(prefix: str = "rt") -> str:
@@ -44,6 +46,8 @@ class Client:
         self.session: aiohttp.ClientSession | None = None
         self.sio = self._new_sio()
         self.events: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+        # Every event received, in arrival order.
+        self.arrivals: list[tuple[str, Any]] = []
         self.refusal: Any = None
         self._used = False
 
@@ -55,7 +59,7 @@ class Client:
             self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
             kwargs["http_session"] = self.session
         sio = socketio.AsyncClient(reconnection=False, **kwargs)
-        for event in ("message", "presence", "typing"):
+        for event in (*ROOM_EVENTS, "presence", "typing", "read"):
             sio.on(event, self._recorder(event))
         sio.on("connect_error", self._refused)
         return sio
@@ -63,6 +67,7 @@ class Client:
     def _recorder(self, event: str) -> Callable[[Any], None]:
         def record(data: Any) -> None:
             self.events[event].append((time.monotonic(), data))
+            self.arrivals.append((event, data))
 
         return record
 
@@ -101,6 +106,14 @@ class Client:
     def seqs(self, room: str) -> list[int]:
         """Seqs of the room's messages, in arrival order."""
         return [m["seq"] for m in self.got("message", room)]
+
+    def room_events(self, room: str) -> list[tuple[str, Any]]:
+        """(event, payload) of every seq-numbered event of the room, in arrival order."""
+        return [
+            (event, data)
+            for event, data in self.arrivals
+            if event in ROOM_EVENTS and data.get("room") == room
+        ]
 
     def users(self, room: str) -> list[str] | None:
         """The room's users per the latest presence event, None before any."""

@@ -42,7 +42,7 @@ async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
     # GIVEN both members in one room, each on its own node
     for m in (ann, bob):
         ack = await m.call("join", {"room": room})
-        assert ack == {"ok": True, "room": room, "last_seq": 0}
+        assert ack == {"ok": True, "room": room, "last_seq": 0, "last_read_seq": 0, "unread": 0}
 
     # WHEN both send at once
     async def send_all(m: Client, n: int) -> list[str]:
@@ -68,7 +68,7 @@ async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
     assert ann_texts == [f"ann says {i}" for i in range(15)]  # one sender's order is kept
     assert ann.got("message") == bob.got("message")
     first = ann.got("message")[0]
-    assert set(first) == {"id", "room", "seq", "sender", "text", "client_msg_id", "ts"}
+    assert set(first) == {"id", "room", "seq", "sender", "text", "client_msg_id", "ts", "reply_to"}
     assert first["ts"].endswith("Z")
 
     # AND the history function returns them all, in order, once persisted
@@ -76,7 +76,11 @@ async def test_members_on_two_nodes_receive_every_message_once_in_seq_order(
     async with httpx.AsyncClient(base_url=http, headers={"X-User": "ann"}, timeout=10) as client:
         page = (await client.get(f"/rooms/{room}/messages", params={"limit": 200})).json()
         assert [x["seq"] for x in page["messages"]] == list(range(1, 31))
-        assert page["messages"] == ann.got("message")
+        # History items are the messages plus their current state (never edited here).
+        assert [{k: m[k] for k in first} for m in page["messages"]] == ann.got("message")
+        assert {(m["version"], m["deleted"], m["reply_count"]) for m in page["messages"]} == {
+            (1, False, 0)
+        }
         older = (await client.get(f"/rooms/{room}/messages", params={"limit": 10})).json()
         assert [x["seq"] for x in older["messages"]] == list(range(21, 31))
         assert older["next_before_seq"] == 21

@@ -230,4 +230,5 @@ async def test_a_member_receives_the_pinned_socketio_frame_of_each_message(
         "4" + frames.event_packet("message", fields[frames.LOG_FIELD]) for _, fields in logged
     ]
     # AND a python-socketio client decodes the same frames into the contract's message
+    await until(lambda: len(sender.seqs(room)) >= 2, "both messages at their sender")
     assert [m["text"] for m in sender.got("message", room)] == ["one", 'two "quoted" ünï']

@@ -133,5 +133,12 @@ async def test_a_rejoin_from_a_seq_the_log_no_longer_holds_reports_a_gap(
     clients.append(late)
     await late.connect(full_stack.endpoints()["ws_urls"][1])
     ack = await late.call("join", {"room": room, "since_seq": 0})
-    assert ack == {"ok": True, "room": room, "last_seq": 3, "gap": True}
+    assert ack == {
+        "ok": True,
+        "room": room,
+        "last_seq": 3,
+        "last_read_seq": 0,
+        "unread": 3,
+        "gap": True,
+    }
     assert late.seqs(room) == [3]

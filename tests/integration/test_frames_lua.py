@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chat import frames
-from chat.contract import Message
+from chat.contract import Message, MessageDeleted, MessageUpdated, Reaction
 from devstack import Stack
 
 pytestmark = pytest.mark.integration
@@ -50,3 +50,46 @@ async def test_lua_and_python_build_the_same_message_and_frame(
         "message", seq, None, frames.event_packet("message", frames.encode_message(message))
     )
     assert frames.decode_message(built) == message
+
+
+_BUILD_EVENT = (
+    frames.MESSAGE_LUA
+    + """
+local version = nil
+if ARGV[4] ~= '' then version = tonumber(ARGV[4]) end
+local json = event_json(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), version, ARGV[5])
+return {json, op_frame(ARGV[6], ARGV[7], tonumber(ARGV[8]))}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        MessageUpdated(
+            "message_updated",
+            "i",
+            "lua.room",
+            2**53,
+            7,
+            12,
+            'a " \\ | é',
+            "2026-12-01T10:00:00Z",
+            "s",
+        ),
+        MessageDeleted("message_deleted", "i", "lua.room", 99, 98, "2026-12-01T10:00:00.000Z"),
+        Reaction("reaction", "i", "lua.room", 3, 1, "bob", "👍🏽", False),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_lua_and_python_build_the_same_event_and_op_frame(
+    redis: aioredis.Redis, event: MessageUpdated | MessageDeleted | Reaction
+) -> None:
+    head, tail = frames.event_template(event)
+    version = str(event.version) if isinstance(event, MessageUpdated) else ""
+    op = "6d0f6a1e-0000-5000-8000-000000000000"
+    built, op_frame = await redis.eval(  # type: ignore[misc]
+        _BUILD_EVENT, 0, head, str(event.seq), str(event.msg_seq), version, tail, op, "ok", "12"
+    )
+    assert built == frames.encode_room_event(event)
+    assert op_frame.decode() == frames.encode_op_frame(op, "ok", 12)

@@ -8,7 +8,7 @@ import pytest
 from socketio import packet as sio_packet
 
 from chat import frames
-from chat.contract import Message
+from chat.contract import Message, MessageDeleted, MessageUpdated, Reaction
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +54,7 @@ def test_the_message_packet_bytes_are_pinned() -> None:
     message = Message(id="i", room="r", seq=3, sender="s", text="t é", client_msg_id="c", ts=ts)
     assert frames.event_packet("message", frames.encode_message(message)) == (
         '2["message",{"id":"i","room":"r","seq":3,"sender":"s","text":"t é",'
-        '"client_msg_id":"c","ts":"2026-12-01T00:00:00Z"}]'
+        '"client_msg_id":"c","ts":"2026-12-01T00:00:00Z","reply_to":null}]'
     )
     assert frames.encode_event("typing", {"room": "r", "user": "u", "typing": True}) == (
         '2["typing",{"room":"r","user":"u","typing":true}]'
@@ -100,3 +100,53 @@ def test_recent_log_entries_carry_the_seq_in_their_id() -> None:
         frames.log_entry_json({})
     with pytest.raises(frames.FrameError):
         frames.decode_message("{}")
+
+
+_TEXT = 'x ,"seq":0,"msg_seq":0,"version":0, "} ü 🎉'
+_EVENTS = [
+    MessageUpdated("message_updated", "i-1", "r", 9, 4, 3, _TEXT, "2026-12-01T00:00:00.000Z", "s"),
+    MessageDeleted("message_deleted", "i-1", "r", 9, 4, "2026-12-01T00:00:00.000Z"),
+    Reaction("reaction", "i-1", "r", 9, 4, "u", "🎉", True),
+]
+
+
+@pytest.mark.parametrize("event", _EVENTS, ids=lambda e: type(e).__name__)
+def test_an_event_template_splices_its_numbers_back_exactly(
+    event: MessageUpdated | MessageDeleted | Reaction,
+) -> None:
+    head, tail = frames.event_template(event)
+    version = event.version if isinstance(event, MessageUpdated) else None
+    built = frames.event_json(head, event.seq, event.msg_seq, version, tail)
+    assert built == frames.encode_room_event(event)
+    assert json.loads(built)["type"] == event.type  # the type leads: persist tells kinds apart
+    assert built.startswith(b'{"type":')
+
+
+def test_the_event_bytes_are_pinned() -> None:
+    head, tail = frames.event_template(_EVENTS[2])
+    assert (
+        frames.event_json(head, 12, 5, None, tail)
+        == (
+            '{"type":"reaction","id":"i-1","room":"r","seq":12,"msg_seq":5,'
+            '"user":"u","emoji":"🎉","on":true}'
+        ).encode()
+    )
+
+
+def test_an_op_frame_carries_the_outcome_and_is_never_a_seq_frame() -> None:
+    raw = frames.encode_op_frame("6d0f6a1e-0000-5000-8000-000000000000", "ok", 3)
+    assert raw == '1|_op|||{"op":"6d0f6a1e-0000-5000-8000-000000000000","code":"ok","version":3}'
+    frame = frames.decode_frame(raw)
+    assert (frame.event, frame.seq, frame.skip) == (frames.OP_EVENT, None, None)
+    assert frames.decode_op(frame.packet) == frames.OpOutcome(
+        "6d0f6a1e-0000-5000-8000-000000000000", "ok", 3
+    )
+    with pytest.raises(frames.FrameError):
+        frames.decode_op("{}")
+
+
+def test_a_log_entry_names_its_event_and_a_message_entry_names_none() -> None:
+    assert frames.log_entry_frame("8-0", {"m": "{}", "e": "reaction"}) == frames.Frame(
+        "reaction", 8, None, '2["reaction",{}]'
+    )
+    assert frames.log_entry_event({"m": "{}"}) == "message"
