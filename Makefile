@@ -11,8 +11,11 @@ REDIS ?= standalone
 export REDIS
 STACK := $(PYTHON) -m devstack
 STACK_ARGS = --gateways $(GATEWAYS) --function-hosts $(FUNCTION_HOSTS) --redis $(REDIS)
-# What test-cluster runs: every test that touches Redis (the migrations touch PostgreSQL only).
-CLUSTER_TESTS ?= tests/e2e tests/integration --ignore=tests/integration/test_migrations.py
+# What test-cluster runs (and make test after the whole suite): the e2e tests and the
+# integration tests of what changes on a cluster (key routing, intake, partitions, sequencing).
+CLUSTER_TESTS ?= tests/e2e $(addprefix tests/integration/,test_shards.py test_send_intake.py \
+	test_partitions.py test_message_function.py test_room_events.py test_frames_lua.py \
+	test_runtime_resilience.py)
 MYPY_TARGETS ?= $(wildcard chat devstack functions realtime infra bench scripts/*.py)
 
 .DEFAULT_GOAL := help
@@ -37,8 +40,12 @@ dev-stop: ## stop the background stack
 dev-status: ## show what of the local stack runs
 	@$(STACK) status $(STACK_ARGS)
 
-test: bootstrap ## run the whole test suite; it starts the services it needs
+test: bootstrap ## the whole suite, then its Redis-touching part on a Redis Cluster
 	@$(PYTHON) -m pytest $(ARGS)
+ifeq ($(REDIS)$(ARGS),standalone)
+	@echo "== the same system on a local Redis Cluster (REDIS=cluster) =="
+	@REDIS=cluster $(PYTHON) -m pytest $(CLUSTER_TESTS)
+endif
 
 test-cluster: bootstrap ## the e2e and Redis-touching integration tests on a local Redis Cluster
 	@REDIS=cluster $(PYTHON) -m pytest $(CLUSTER_TESTS) $(ARGS)

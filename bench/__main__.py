@@ -19,6 +19,8 @@ BENCHES = {
     "realtime": "idle connections per gateway node, memory per connection, delivery latency",
     "fastpath": "200 senders in 20 rooms over 2 nodes: max msg/s vs bare python-socketio, "
     "latency, CPU, a Kafka outage, an idle node",
+    "cluster": "Redis Cluster: the cost of awaiting a replica per send, a primary's failover "
+    "under load (stall, acked and lost)",
     "capacity": "per-unit costs for docs/capacity.md: CPU per delivery, Redis ops and bytes, "
     "Kafka bytes per message, PostgreSQL rows per core",
 }

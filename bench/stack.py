@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devstack.ports import Ports
-from devstack.stack import Stack
+from devstack.stack import RedisMode, Stack
 
 
 @contextmanager
@@ -19,10 +19,13 @@ def private_stack(
     gateways: int = 0,
     function_hosts: int = 0,
     durable: bool = False,
+    redis_mode: RedisMode = "standalone",
 ) -> Iterator[Stack]:
     """Start ``components`` (all of them when None) of a fresh stack; stop and remove it after."""
     state = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    stack = Stack(state, Ports.free(), gateways, function_hosts, durable=durable)
+    stack = Stack(
+        state, Ports.free(), gateways, function_hosts, durable=durable, redis_mode=redis_mode
+    )
     try:
         missing = stack.missing()
         if missing:

@@ -152,18 +152,25 @@ class Shards:
 
     # ----- running commands -----
 
-    async def run(self, commands: Sequence[Command], wait_replicas: int = 0) -> list[Any]:
+    async def run(
+        self,
+        commands: Sequence[Command],
+        wait_replicas: int = 0,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """Run ``commands`` (in order per node), then WAIT for ``wait_replicas`` on each node.
 
-        Returns each command's reply, in the given order; a command error raises. Commands
-        redirected (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or on a lost connection are retried on
-        the slot's owner after a slot-map refresh: callers only send commands that are safe to
-        repeat (idempotent, or deduplicated downstream). Raises ``NotReplicated`` when a node
-        with replicas did not confirm the writes within ``redis_wait_timeout_ms``.
+        Returns each command's reply, in the given order; a command error raises (or, with
+        ``return_exceptions``, takes that command's place: a node that failed over fails only
+        its own commands). Commands redirected (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or on a lost
+        connection are retried on the slot's owner after a slot-map refresh: callers only send
+        commands that are safe to repeat (idempotent, or deduplicated downstream). A node with
+        replicas that did not confirm the writes within ``redis_wait_timeout_ms`` fails its
+        commands with ``NotReplicated``.
         """
         replies: list[Any] = [None] * len(commands)
         todo = list(range(len(commands)))
-        last: BaseException | None = None
         for attempt in range(_ATTEMPTS):
             by_node: dict[str, list[int]] = {}
             for i in todo:
@@ -176,28 +183,22 @@ class Shards:
                 return_exceptions=True,
             )
             todo = []
-            for (_address, idx), result in zip(by_node.items(), results, strict=True):
-                if isinstance(result, (*_LOST, *_REDIRECTS)):
-                    todo += idx
-                    last = result
-                    continue
-                if isinstance(result, BaseException):
-                    raise result
-                for i, reply in zip(idx, result, strict=True):
-                    if isinstance(reply, _REDIRECTS):
+            for idx, result in zip(by_node.values(), results, strict=True):
+                per_command = result if isinstance(result, list) else [result] * len(idx)
+                for i, reply in zip(idx, per_command, strict=True):
+                    replies[i] = reply
+                    if isinstance(reply, (*_LOST, *_REDIRECTS)):
                         todo.append(i)
-                        last = reply
-                    elif isinstance(reply, BaseException):
-                        raise reply
-                    else:
-                        replies[i] = reply
-            if not todo:
-                return replies
+            if not todo or attempt == _ATTEMPTS - 1:
+                break
             todo.sort()
             await self.refresh()
             await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
-        assert last is not None
-        raise last
+        if not return_exceptions:
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+        return replies
 
     async def _run_on(self, address: str, commands: list[Command], wait_replicas: int) -> list[Any]:
         client = self.node(address)

@@ -86,15 +86,21 @@ class SendIntake:
                 spent = await self.limiter.spend([spend for _, spend in charged])
                 for (i, _), wait in zip(charged, spent, strict=True):
                     waits[i] = wait
-            appends = []
-            for (_, fields, _), wait in zip(batch, waits, strict=True):
+            appends: list[Command] = []
+            appended: list[int] = []
+            for i, ((_, fields, _), wait) in enumerate(zip(batch, waits, strict=True)):
                 if wait:
                     continue
                 stream = self.partition(fields["room"])
                 pairs = [part for item in fields.items() for part in item]
                 appends.append(Command(stream, ("XADD", stream, "*", *pairs)))
+                appended.append(i)
+            outcomes: list[object] = []
             if appends:
-                await self.shards.run(appends, wait_replicas=self.wait_replicas)
+                # Each send learns its own outcome: a node failing over fails only its sends.
+                outcomes = await self.shards.run(
+                    appends, wait_replicas=self.wait_replicas, return_exceptions=True
+                )
         except asyncio.CancelledError:
             for _, _, future in batch:
                 future.cancel()
@@ -105,8 +111,17 @@ class SendIntake:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, _, future), wait in zip(batch, waits, strict=True):
-            if not future.done():
+        failed = {
+            i: outcome
+            for i, outcome in zip(appended, outcomes, strict=True)
+            if isinstance(outcome, BaseException)
+        }
+        for i, ((_, _, future), wait) in enumerate(zip(batch, waits, strict=True)):
+            if future.done():
+                continue
+            if i in failed:
+                future.set_exception(failed[i])
+            else:
                 future.set_result(wait)
 
     async def aclose(self) -> None:
