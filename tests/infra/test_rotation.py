@@ -120,7 +120,7 @@ def test_gauges_publish_dead_letter_depth_and_stream_lag(
         r.xadd(fn.trigger.stream, {"n": str(i)})
     r.xadd(fn.trigger.dead_letter, {"n": "poison"})
     gauges = {(g.metric, g.dimension[1]): g.value for g in measure(settings, [fn])}
-    assert gauges == {("DeadLetters", f"g:{tag}:dead"): 1, ("StreamLag", fn.name): 3}
+    assert gauges == {("DeadLetters", f"g:{{{tag}}}:dead"): 1, ("StreamLag", fn.name): 3}
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
