@@ -17,6 +17,7 @@ BENCHES = {
     "persist": "sustained persist throughput into PostgreSQL",
     "history": "history page latency on a table of 1,000,000 messages",
     "realtime": "idle connections per gateway node, memory per connection, delivery latency",
+    "sockets": "memory per idle Socket.IO socket on one gateway node vs bare python-socketio",
     "fastpath": "200 senders in 20 rooms over 2 nodes: max msg/s vs bare python-socketio, "
     "latency, CPU, a Kafka outage, an idle node",
     "cluster": "Redis Cluster: the cost of awaiting a replica per send, a primary's failover "

@@ -13,6 +13,7 @@ import uvicorn
 from chat.logs import configure_logging
 from chat.settings import Settings
 from realtime.app import build_app
+from realtime.lean import LeanWebSocketProtocol
 
 log = logging.getLogger("realtime")
 
@@ -47,6 +48,16 @@ def server_options(max_payload_bytes: int) -> dict[str, Any]:
     }
 
 
+def gateway_server_options(settings: Settings) -> dict[str, Any]:
+    """A gateway node's uvicorn options: the shared ones, over the lean WebSocket protocol.
+
+    ``LeanWebSocketProtocol`` is uvicorn's websockets-sansio with lean per-socket state; with the
+    lean Engine.IO sockets of the gateway (``realtime.lean``) an idle socket costs 17 KB
+    instead of 42 KB (``python -m bench sockets``).
+    """
+    return {**server_options(settings.max_payload_bytes), "ws": LeanWebSocketProtocol}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and serve the node until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m realtime", description=__doc__)
@@ -63,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
-        **server_options(settings.max_payload_bytes),
+        **gateway_server_options(settings),
     )
     return 0
 

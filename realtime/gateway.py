@@ -46,6 +46,7 @@ from chat.shards import RedisClient, Shards
 from realtime import metrics, reads
 from realtime.fanout import PacketWriter, RoomFanout, abort_websocket
 from realtime.intake import SendIntake
+from realtime.lean import LeanEngineIOServer
 
 log = logging.getLogger("realtime.gateway")
 
@@ -97,6 +98,10 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.connect_timeout_s = connect_timeout_s
         self._closing: set[asyncio.Task[None]] = set()
+
+    def _engineio_server_class(self) -> type[LeanEngineIOServer]:
+        # Engine.IO sockets that hold no task while idle (realtime.lean).
+        return LeanEngineIOServer
 
     async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
         await super()._handle_eio_connect(eio_sid, environ)
