@@ -33,7 +33,7 @@ of --room-size members, each room half on each node, every member a sender):
 6. message function alone over --records sends (bench.functions): records/s of one consumer,
    the ceiling of one inbound stream partition.
 
-Memory per idle socket is an input (--socket-kb, default 42 KB, measured by
+Memory per idle socket is an input (--socket-kb, default 17 KB, measured by
 ``python -m bench sockets``). Prints every figure with its unit, writes them as JSON (--out).
 Loopback only; bounded in load and time (a few minutes); prints progress; stops by itself.
 """
@@ -698,8 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     add(
         "--socket-kb",
         type=float,
-        default=42.0,
-        help="memory per idle socket in KB (default 42; python -m bench sockets measures it)",
+        default=17.0,
+        help="memory per idle socket in KB (default 17; python -m bench sockets measures it)",
     )
     add("--p99-warn", type=float, default=250, help="warn when the steady p99 exceeds this (ms)")
     add("--grace", type=float, default=5, help="seconds after a phase for its deliveries")
