@@ -196,6 +196,7 @@ async def test_read_positions_move_forward_are_announced_and_count_unread(
     joined = await _ok(bob, "join", {"room": room})
     assert (joined["last_seq"], joined["last_read_seq"], joined["unread"]) == (5, 0, 3)
     await _ok(bob, "send", {"room": room, "text": "mine", "client_msg_id": "b"})
+    await until(lambda: 6 in bob.seqs(room), "bob's own message sequenced")
     # WHEN he reads up to seq 2, then back to 1, then past the end
     assert await bob.call("read", {"room": room, "seq": 2}) == {"ok": True, "last_read_seq": 2}
     assert await bob.call("read", {"room": room, "seq": 1}) == {"ok": True, "last_read_seq": 2}
@@ -212,6 +213,7 @@ async def test_read_positions_move_forward_are_announced_and_count_unread(
     assert not bob.got("read", room)
     # AND a later join, on the other node, knows the position and counts only newer messages
     await _ok(ann, "send", {"room": room, "text": "new", "client_msg_id": "9"})
+    await until(lambda: 7 in ann.seqs(room), "ann's new message sequenced")
     again = Client("bob")
     await again.connect(full_stack.endpoints()["ws_urls"][0])
     try:

@@ -13,7 +13,6 @@ import pytest
 import socketio
 from realtime_client import Client, token, unique_room, until
 
-from chat.clients import redis_client
 from chat.ratelimit import Limit, RateLimiter
 from chat.settings import Settings
 from chat.shards import Shards
@@ -247,20 +246,15 @@ async def test_a_users_send_limit_holds_across_nodes(
     assert 30 <= accepted <= 40 + 20 * elapsed + 2, (accepted, elapsed)
 
 
-async def test_the_limiter_refills_at_its_rate(full_stack: Stack) -> None:
-    settings = Settings.from_env(full_stack.env())
-    redis = redis_client(settings)
-    try:
-        limiter = RateLimiter(Shards(settings, redis), {("probe", "socket"): Limit(20, 3)})
-        user = f"probe-{uuid.uuid4().hex[:6]}"
-        waits = [await limiter.retry_after_ms("probe", user, "s1") for _ in range(4)]
-        assert waits[:3] == [0, 0, 0] and 0 < waits[3] <= 50, waits
-        assert await limiter.retry_after_ms("probe", user, "s2") == 0  # another socket
-        await asyncio.sleep(waits[3] / 1000 + 0.01)
-        assert await limiter.retry_after_ms("probe", user, "s1") == 0
-        assert await limiter.retry_after_ms("other-event", user, "s1") == 0  # no limit set
-    finally:
-        await redis.aclose()
+async def test_the_limiter_refills_at_its_rate(full_stack: Stack, shards: Shards) -> None:
+    limiter = RateLimiter(shards, {("probe", "socket"): Limit(20, 3)})
+    user = f"probe-{uuid.uuid4().hex[:6]}"
+    waits = [await limiter.retry_after_ms("probe", user, "s1") for _ in range(4)]
+    assert waits[:3] == [0, 0, 0] and 0 < waits[3] <= 50, waits
+    assert await limiter.retry_after_ms("probe", user, "s2") == 0  # another socket
+    await asyncio.sleep(waits[3] / 1000 + 0.01)
+    assert await limiter.retry_after_ms("probe", user, "s1") == 0
+    assert await limiter.retry_after_ms("other-event", user, "s1") == 0  # no limit set
 
 
 async def test_a_socket_may_not_join_more_rooms_than_allowed(

@@ -98,8 +98,9 @@ async def test_ops_follow_the_rules_share_the_seq_and_persist_to_the_current_sta
     room = Room()
     r = room.name
     m1, m2 = message_id("ann", r, "a"), message_id("bob", r, "b")
-    pubsub = deps.redis.pubsub()
-    await pubsub.ssubscribe(names.room_channel(r))
+    channel = names.room_channel(r)
+    pubsub = deps.shards.node(await deps.shards.owner(channel)).pubsub()
+    await pubsub.ssubscribe(channel)
     # GIVEN one batch with every kind of op, legal and not
     batch = [
         room.send("ann", "a", "hello"),
