@@ -492,23 +492,25 @@
 
   // ----- read positions -----
 
-  // The room is in front of the reader: tell the server what was shown (soon, coalesced).
+  // The room is in front of the reader: tell the server what was shown (at once, then at
+  // most once per READ_DELAY_MS while messages keep coming).
   function markRead(room) {
     if (!room || room !== currentRoom() || document.visibilityState !== "visible") return;
     setUnread(room, 0);
     if (room.readTimer || !room.joined || room.lastSeq <= room.readSent) return;
-    room.readTimer = setTimeout(async () => {
+    const seq = room.lastSeq;
+    room.readSent = seq;
+    room.readTimer = setTimeout(() => {
       room.readTimer = null;
-      const seq = room.lastSeq;
-      if (!room.joined || seq <= room.readSent || room !== currentRoom()) return;
-      room.readSent = seq;
-      const ack = await emitAck("read", { room: room.name, seq });
+      markRead(room);
+    }, READ_DELAY_MS);
+    emitAck("read", { room: room.name, seq }).then((ack) => {
       if (ack.ok) {
         room.readSent = Math.max(room.readSent, ack.last_read_seq || 0);
       } else if (room.readSent === seq) {
         room.readSent = 0; // told again with the next message, or on the next join
       }
-    }, READ_DELAY_MS);
+    });
   }
 
   function onRead(event) {
