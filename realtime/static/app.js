@@ -393,7 +393,7 @@
     room.lastSeq = Math.max(room.lastSeq, base);
     // Older messages come from history in their current state, these events included.
     for (const [id, events] of room.orphans) {
-      if (events[0].msg_seq <= base) room.orphans.delete(id);
+      if (events[0].event.msg_seq <= base) room.orphans.delete(id);
     }
   }
 
