@@ -547,7 +547,7 @@
     quote.type = "button";
     quote.hidden = true;
     quote.addEventListener("click", () => {
-      const room = state.rooms.get(li.closest("ol").dataset.room);
+      const room = roomOf(li);
       const parent = room && room.byId.get(li.info.replyTo);
       if (parent) parent.scrollIntoView({ block: "center" });
     });
@@ -1162,8 +1162,11 @@
 
   // ----- wiring -----
 
-  ui.signInForm.addEventListener("submit", (event) => {
+  ui.signInForm.addEventListener("submit", async (event) => {
     event.preventDefault();
+    // A name typed before the config arrived is judged by it, not by the defaults.
+    await configLoaded;
+    if (state.auth) return;
     const token = ui.token.value.trim();
     const name = ui.name.value.trim();
     if (token) {
@@ -1224,18 +1227,24 @@
     if (ui.timeline.scrollTop < 80) loadOlder(currentRoom());
   });
 
-  async function start() {
-    if (typeof io !== "function") {
-      ui.signInError.textContent =
-        "The Socket.IO client is missing on the server: run scripts/bootstrap.sh.";
-      return;
-    }
+  async function loadConfig() {
     try {
       const response = await fetch("/config.json");
       if (response.ok) state.config = await response.json();
     } catch {
       // Without the config the page still works with tokens.
     }
+  }
+
+  const configLoaded = loadConfig();
+
+  async function start() {
+    if (typeof io !== "function") {
+      ui.signInError.textContent =
+        "The Socket.IO client is missing on the server: run scripts/bootstrap.sh.";
+      return;
+    }
+    await configLoaded;
     ui.nameField.hidden = !state.config.dev_auth;
     const session = loadSession();
     if (session && session.auth) signIn(session.auth, session.rooms, session.current);
