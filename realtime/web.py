@@ -71,7 +71,8 @@ def web_routes(
     node_modules: Path = NODE_MODULES,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> list[BaseRoute]:
-    """Routes of the chat page: /, /static/*, /vendor/*, /config.json and the history proxy."""
+    """Routes of the chat page: /, /static/*, /vendor/*, /config.json and the history proxies
+    (a room's messages and events, the caller's rooms)."""
     vendor = {name: node_modules / rel for name, rel in _VENDOR_FILES.items()}
     if not vendor["socket.io.min.js"].is_file():
         log.warning(
@@ -97,23 +98,21 @@ def web_routes(
             headers={"Cache-Control": "no-store"},
         )
 
-    async def history(request: Request) -> Response:
+    async def forward(request: Request, path: str, what: str) -> Response:
         # Same-origin proxy to the history function: the page needs no CORS, and an ALB that
-        # routes this path straight to the function in production serves the same page unchanged.
-        room = request.path_params["room"]
-        if ROOM_RE.fullmatch(room) is None:
-            return _error(ErrorCode.INVALID_ROOM, ROOM_RULE, 400)
+        # routes these paths straight to the function in production serves the same page.
         if not history_url:
             return _error(ErrorCode.UNAVAILABLE, "no history URL configured", 503)
         headers = {h: v for h in _FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
         if request.client is not None:
             headers["x-forwarded-for"] = request.client.host
-        url = f"{history_url}/rooms/{quote(room, safe='')}/messages"
         try:
-            upstream = await client.get(url, params=request.url.query, headers=headers)
+            upstream = await client.get(
+                f"{history_url}{path}", params=request.url.query, headers=headers
+            )
         except httpx.HTTPError as exc:
-            log.warning("history request failed", extra={"room": room, "error": repr(exc)})
-            return _error(ErrorCode.UNAVAILABLE, "history is unavailable; retry", 503)
+            log.warning("history request failed", extra={"path": path, "error": repr(exc)})
+            return _error(ErrorCode.UNAVAILABLE, f"{what} is unavailable; retry", 503)
         return Response(
             upstream.content,
             status_code=upstream.status_code,
@@ -121,10 +120,24 @@ def web_routes(
             headers={"Cache-Control": "no-store"},
         )
 
+    def room_route(tail: str, what: str) -> Route:
+        async def handler(request: Request) -> Response:
+            room = request.path_params["room"]
+            if ROOM_RE.fullmatch(room) is None:
+                return _error(ErrorCode.INVALID_ROOM, ROOM_RULE, 400)
+            return await forward(request, f"/rooms/{quote(room, safe='')}/{tail}", what)
+
+        return Route(f"/rooms/{{room}}/{tail}", handler, methods=["GET"])
+
+    async def my_rooms(request: Request) -> Response:
+        return await forward(request, "/me/rooms", "the room list")
+
     return [
         Route("/", page, methods=["GET"]),
         Route("/config.json", config, methods=["GET"]),
         Route("/vendor/{name}", vendor_file, methods=["GET"]),
-        Route("/rooms/{room}/messages", history, methods=["GET"]),
+        room_route("messages", "history"),
+        room_route("events", "the event log"),
+        Route("/me/rooms", my_rooms, methods=["GET"]),
         Mount("/static", app=_PageFiles(directory=static_dir), name="static"),
     ]

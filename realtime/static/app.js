@@ -14,6 +14,12 @@
   // Missed more than this many messages: reload the newest page instead of catching up.
   const RESET_GAP = 1000;
   const SESSION_KEY = "chat.session";
+  const EMOJIS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
+  const QUOTE_CHARS = 80;
+  // Reads go out at most this often per room while messages keep coming.
+  const READ_DELAY_MS = 250;
+  // Rooms listed from the server on a fresh sign-in (GET /me/rooms); joined when opened.
+  const LISTED_ROOMS = 50;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -24,6 +30,8 @@
     roomList: $("room-list"), roomTitle: $("room-title"), roomNote: $("room-note"),
     timeline: $("timeline"), typing: $("typing"), composer: $("composer"), text: $("text"),
     send: $("send"), presence: $("presence"),
+    context: $("compose-context"), contextText: $("compose-context-text"),
+    contextCancel: $("compose-cancel"),
   };
 
   const state = {
@@ -33,6 +41,7 @@
     socket: null,
     rooms: new Map(),
     current: null,
+    compose: null, // {kind: "reply" | "edit", room, li}
   };
 
   // ----- small helpers -----
@@ -71,6 +80,22 @@
     return error.message || error.code;
   }
 
+  // An op's refusal, said for a person: what happened and what to do.
+  function describeOp(what, error) {
+    const code = error && error.code;
+    const reasons = {
+      forbidden: "only its sender can do that",
+      not_found: "that message is gone (deleted, or not in this room)",
+      not_member: "you are not in this room any more: open it again",
+      invalid_emoji: "that emoji is not accepted",
+      too_many_emojis: "this message has too many different emojis: pick one it has",
+      rate_limited: "too fast: try again in a moment",
+      timeout: "no answer from the server: try again",
+      unavailable: "the server is busy: try again",
+    };
+    return `${what}: ${reasons[code] || describe(error)}`;
+  }
+
   function sleep(ms) {
     return new Promise((resolve) => setTimeout(resolve, ms));
   }
@@ -81,7 +106,8 @@
   }
 
   function saveSession() {
-    const session = { auth: state.auth, rooms: [...state.rooms.keys()], current: state.current };
+    const rooms = [...state.rooms.values()].filter((r) => !r.listed).map((r) => r.name);
+    const session = { auth: state.auth, rooms, current: state.current };
     sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   }
 
@@ -111,8 +137,9 @@
     }
   }
 
-  async function fetchHistory(room, params) {
-    const query = new URLSearchParams(params);
+  // GET from the history function, through the page's own origin.
+  async function fetchJson(path, params) {
+    const query = params ? `?${new URLSearchParams(params)}` : "";
     const headers = state.auth.token
       ? { Authorization: `Bearer ${state.auth.token}` }
       : { "X-User": state.auth.user };
@@ -120,7 +147,7 @@
     for (let attempt = 1; ; attempt++) {
       let response;
       try {
-        response = await fetch(`/rooms/${encodeURIComponent(room)}/messages?${query}`, { headers });
+        response = await fetch(`${path}${query}`, { headers });
       } catch (exc) {
         if (attempt >= 4) throw exc;
         await sleep(delay);
@@ -136,9 +163,17 @@
     }
   }
 
+  function roomPath(room, tail) {
+    return `/rooms/${encodeURIComponent(room)}/${tail}`;
+  }
+
+  function fetchHistory(room, params) {
+    return fetchJson(roomPath(room, "messages"), params);
+  }
+
   // ----- rooms and their timelines -----
 
-  function newRoom(name) {
+  function newRoom(name, listed) {
     const list = el("ol", "messages");
     list.dataset.room = name;
     list.hidden = true;
@@ -148,8 +183,9 @@
     item.dataset.room = name;
     const open = el("button", "room-name", `#${name}`);
     open.type = "button";
-    open.addEventListener("click", () => select(name));
+    open.addEventListener("click", () => joinRoom(name));
     const unread = el("span", "unread");
+    unread.title = "unread messages";
     const leave = el("button", "leave", "×");
     leave.type = "button";
     leave.title = `Leave #${name}`;
@@ -160,10 +196,14 @@
 
     return {
       name, list, item, unreadEl: unread, unread: 0,
+      // Listed from GET /me/rooms: shown with its unread count, joined once opened.
+      listed: Boolean(listed),
       byId: new Map(), // final message id -> element
       pending: new Map(), // client_msg_id -> element, own messages not yet confirmed
-      seqs: new Set(),
-      lastSeq: 0, // every seq of the loaded window up to here is shown
+      orphans: new Map(), // message id -> events that came before the message itself
+      seqs: new Set(), // seqs of the room events applied
+      base: 0, // the window's events start after this seq; older messages come from history
+      lastSeq: 0, // every room event of the window up to here is applied
       maxSeq: 0,
       knownLast: 0, // the server's last seq, from the latest join ack
       loaded: false,
@@ -175,6 +215,10 @@
       catchUpRetries: 0,
       nextBeforeSeq: null,
       loadingOlder: false,
+      readSent: 0, // the read position told to the server
+      readTimer: null,
+      readers: new Map(), // other member -> last_read_seq, from their `read` events
+      seenEl: el("p", "seen"),
       presence: [],
       typers: new Map(),
       typingSentAt: 0,
@@ -191,13 +235,12 @@
   function select(name) {
     const room = state.rooms.get(name);
     if (!room) return;
+    if (state.current !== name) endCompose();
     state.current = name;
     for (const other of state.rooms.values()) {
       other.list.hidden = other !== room;
       other.item.classList.toggle("active", other === room);
     }
-    room.unread = 0;
-    room.unreadEl.textContent = "";
     ui.roomTitle.textContent = `#${name}`;
     renderNote(room);
     renderPresence(room);
@@ -206,6 +249,12 @@
     scrollToBottom();
     saveSession();
     fillViewport(room);
+    markRead(room);
+  }
+
+  function setUnread(room, count) {
+    room.unread = Math.max(0, count);
+    room.unreadEl.textContent = room.unread ? String(room.unread) : "";
   }
 
   function setNote(room, text) {
@@ -230,20 +279,28 @@
       room = newRoom(name);
       state.rooms.set(name, room);
     }
+    const wasListed = room.listed;
+    room.listed = false;
     select(name);
-    if (state.socket && state.socket.connected) await syncRoom(room);
+    if (state.socket && state.socket.connected && (wasListed || !room.joined)) {
+      await syncRoom(room);
+    }
   }
 
   async function leaveRoom(name) {
     const room = state.rooms.get(name);
     if (!room) return;
     stopTyping(room);
+    clearTimeout(room.readTimer);
     state.rooms.delete(name);
     room.list.remove();
     room.item.remove();
-    if (state.socket && state.socket.connected) await emitAck("leave", { room: name });
+    if (state.socket && state.socket.connected && !room.listed) {
+      await emitAck("leave", { room: name });
+    }
     if (state.current === name) {
       state.current = null;
+      endCompose();
       const next = state.rooms.keys().next();
       if (!next.done) {
         select(next.value);
@@ -258,8 +315,27 @@
     saveSession();
   }
 
+  // A fresh sign-in lists the rooms the user is in, with their unread counts, as persisted.
+  async function listMyRooms() {
+    let body;
+    try {
+      body = await fetchJson("/me/rooms");
+    } catch {
+      return; // the rooms joined in this browser still work
+    }
+    const rooms = Array.isArray(body.rooms) ? body.rooms : [];
+    rooms.sort((a, b) => (b.unread || 0) - (a.unread || 0) || (a.room < b.room ? -1 : 1));
+    for (const entry of rooms.slice(0, LISTED_ROOMS)) {
+      if (!state.auth || typeof entry.room !== "string" || state.rooms.has(entry.room)) continue;
+      const room = newRoom(entry.room, true);
+      state.rooms.set(entry.room, room);
+      setUnread(room, Number(entry.unread) || 0);
+    }
+  }
+
   // Joins (or re-joins after a reconnect) and brings the room's timeline up to date.
   async function syncRoom(room) {
+    if (room.listed) return;
     const generation = ++room.generation;
     const stale = () => generation !== room.generation || state.rooms.get(room.name) !== room;
     room.syncing = true;
@@ -267,7 +343,7 @@
     updateComposer();
     const payload = { room: room.name };
     if (room.loaded) payload.since_seq = room.lastSeq;
-    // Replayed messages arrive as `message` events before this ack.
+    // Replayed room events arrive before this ack.
     const ack = await emitAck("join", payload);
     if (stale()) return;
     if (!ack.ok) {
@@ -279,18 +355,21 @@
     room.item.classList.remove("failed");
     room.joined = true;
     room.knownLast = Math.max(room.knownLast, ack.last_seq || 0);
+    room.readSent = Math.max(room.readSent, ack.last_read_seq || 0);
+    setUnread(room, ack.unread || 0);
     setNote(room, "");
     updateComposer();
     // Away for long: show the newest page again rather than page through everything missed.
     if (ack.gap && room.knownLast - room.lastSeq > RESET_GAP) resetTimeline(room);
     if (!room.loaded) {
       try {
+        // The newest page tells where the window starts; its events then come from the
+        // room's event log, so edits, deletes and reactions are exact (and your own known).
         const page = await fetchHistory(room.name, { limit: HISTORY_PAGE });
         if (stale()) return;
-        // The window starts at the page's oldest message; older ones come on scroll-up.
-        if (page.messages.length) room.lastSeq = Math.max(room.lastSeq, page.messages[0].seq - 1);
+        const first = page.messages.length ? page.messages[0].seq : room.knownLast + 1;
+        setBase(room, Math.max(room.lastSeq, first - 1));
         room.nextBeforeSeq = page.next_before_seq;
-        keepScroll(room === currentRoom(), () => page.messages.forEach((m) => receive(m)));
         room.loaded = true;
       } catch (exc) {
         // Live messages still flow; the next reconnect or join tries the history again.
@@ -302,9 +381,20 @@
     }
     room.syncing = false;
     advance(room);
+    // gap: the server could not replay everything missed; the event log has it all.
     if (ack.gap || behind(room)) await catchUp(room);
     fillViewport(room);
     flushPending(room);
+    markRead(room);
+  }
+
+  function setBase(room, base) {
+    room.base = base;
+    room.lastSeq = Math.max(room.lastSeq, base);
+    // Older messages come from history in their current state, these events included.
+    for (const [id, events] of room.orphans) {
+      if (events[0].event.msg_seq <= base) room.orphans.delete(id);
+    }
   }
 
   function resetTimeline(room) {
@@ -313,6 +403,8 @@
     }
     room.byId.clear();
     room.seqs.clear();
+    room.orphans.clear();
+    room.base = 0;
     room.lastSeq = 0;
     room.maxSeq = 0;
     room.nextBeforeSeq = null;
@@ -320,14 +412,18 @@
   }
 
   function advance(room) {
-    while (room.seqs.has(room.lastSeq + 1)) room.lastSeq += 1;
+    while (room.seqs.has(room.lastSeq + 1)) {
+      room.lastSeq += 1;
+      room.seqs.delete(room.lastSeq);
+    }
   }
 
   function behind(room) {
     return room.lastSeq < Math.max(room.maxSeq, room.knownLast);
   }
 
-  // Fills a hole in the timeline (missed while away, or trimmed from the fast replay path).
+  // Fills a hole in the timeline (missed while away, or past what a join replays) from the
+  // room's event log: every kind, so edits, deletes and reactions are repaired too.
   async function catchUp(room) {
     if (room.catchingUp) {
       room.catchUpAgain = true;
@@ -338,18 +434,21 @@
       do {
         room.catchUpAgain = false;
         while (behind(room) && state.rooms.get(room.name) === room) {
-          const page = await fetchHistory(room.name, {
+          const page = await fetchJson(roomPath(room.name, "events"), {
             after_seq: room.lastSeq, limit: CATCH_UP_PAGE,
           });
           const before = room.lastSeq;
           const stick = room === currentRoom() && nearBottom();
-          keepScroll(stick, () => page.messages.forEach((m) => receive(m)));
+          keepScroll(stick, () => {
+            for (const event of page.events || []) applyEvent(event.type, event);
+          });
           advance(room);
           if (room.lastSeq === before) throw new Error("history does not have it yet");
         }
       } while (room.catchUpAgain);
       room.catchUpRetries = 0;
       if (room.note.startsWith("Catching up")) setNote(room, "");
+      markRead(room);
     } catch (exc) {
       if (room.catchUpRetries++ < CATCH_UP_RETRIES) {
         setNote(room, "Catching up…");
@@ -371,7 +470,7 @@
       });
       // Prepending must not move what the reader is looking at.
       const fromBottom = ui.timeline.scrollHeight - ui.timeline.scrollTop;
-      page.messages.forEach((m) => receive(m));
+      page.messages.forEach((m) => showStored(room, m));
       ui.timeline.scrollTop = ui.timeline.scrollHeight - fromBottom;
       room.nextBeforeSeq = page.next_before_seq;
     } catch (exc) {
@@ -391,25 +490,96 @@
     }
   }
 
+  // ----- read positions -----
+
+  // The room is in front of the reader: tell the server what was shown (at once, then at
+  // most once per READ_DELAY_MS while messages keep coming).
+  function markRead(room) {
+    if (!room || room !== currentRoom() || document.visibilityState !== "visible") return;
+    setUnread(room, 0);
+    if (room.readTimer || !room.joined || room.lastSeq <= room.readSent) return;
+    const seq = room.lastSeq;
+    room.readSent = seq;
+    room.readTimer = setTimeout(() => {
+      room.readTimer = null;
+      markRead(room);
+    }, READ_DELAY_MS);
+    emitAck("read", { room: room.name, seq }).then((ack) => {
+      if (ack.ok) {
+        room.readSent = Math.max(room.readSent, ack.last_read_seq || 0);
+      } else if (room.readSent === seq) {
+        room.readSent = 0; // told again with the next message, or on the next join
+      }
+    });
+  }
+
+  function onRead(event) {
+    const room = state.rooms.get(event && event.room);
+    if (!room || event.user === state.user || typeof event.last_read_seq !== "number") return;
+    const before = room.readers.get(event.user) || 0;
+    room.readers.set(event.user, Math.max(before, event.last_read_seq));
+    renderSeen(room);
+  }
+
+  // "Seen by" under the user's newest message: the members whose read position is past it.
+  function renderSeen(room) {
+    let last = null;
+    for (const li of room.byId.values()) {
+      if (li.info && li.info.sender === state.user && li.dataset.state === "confirmed" &&
+          !li.info.deleted && (!last || li.info.seq > last.info.seq)) last = li;
+    }
+    const seers = last
+      ? [...room.readers].filter(([, seq]) => seq >= last.info.seq).map(([u]) => u).sort()
+      : [];
+    if (!seers.length) {
+      room.seenEl.remove();
+      return;
+    }
+    room.seenEl.textContent = `Seen by ${seers.join(", ")}`;
+    if (room.seenEl.parentNode !== last) last.append(room.seenEl);
+  }
+
   // ----- messages -----
 
   function messageElement() {
     const li = el("li", "msg");
+    const quote = el("button", "quote");
+    quote.type = "button";
+    quote.hidden = true;
+    quote.addEventListener("click", () => {
+      const room = roomOf(li);
+      const parent = room && room.byId.get(li.info.replyTo);
+      if (parent) parent.scrollIntoView({ block: "center" });
+    });
     const meta = el("div", "meta");
-    meta.append(el("span", "sender"), el("time", "time"), el("span", "state"));
+    meta.append(el("span", "sender"), el("time", "time"), el("span", "edited"),
+      el("span", "state"));
     const actions = el("div", "actions");
-    li.append(meta, el("div", "text"), el("div", "error"), actions);
+    const replies = el("div", "replies");
+    const thread = el("ol", "thread");
+    thread.hidden = true;
+    li.append(quote, meta, el("div", "text"), el("div", "error"), actions,
+      el("div", "reactions"), el("div", "tools"), replies, thread);
+    li.info = {
+      id: null, seq: 0, sender: "", text: "", replyTo: null, version: 1, edited: false,
+      deleted: false, counts: new Map(), mine: new Set(), reacted: new Map(), replyCount: 0,
+    };
     return li;
   }
 
   function fill(li, msg, stateName) {
+    const info = li.info;
+    info.sender = msg.sender;
+    info.text = msg.text;
+    info.replyTo = typeof msg.reply_to === "string" ? msg.reply_to : null;
+    if (msg.id) info.id = msg.id;
+    if (msg.seq) info.seq = msg.seq;
     li.querySelector(".sender").textContent = msg.sender;
     const time = li.querySelector(".time");
     const at = new Date(msg.ts);
     time.dateTime = msg.ts;
     time.textContent = Number.isNaN(at.getTime())
       ? "" : at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    li.querySelector(".text").textContent = msg.text;
     li.classList.toggle("mine", msg.sender === state.user);
     li.dataset.clientMsgId = msg.client_msg_id;
     if (msg.id) li.dataset.id = msg.id;
@@ -423,70 +593,347 @@
     li.querySelector(".state").textContent = labels[stateName];
     li.querySelector(".error").textContent = error ? describe(error) : "";
     li.querySelector(".actions").replaceChildren();
+    render(li);
+  }
+
+  function button(className, text, onClick, label) {
+    const b = el("button", className, text);
+    b.type = "button";
+    if (label) {
+      b.title = label;
+      b.setAttribute("aria-label", label);
+    }
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function roomOf(li) {
+    const list = li.closest("ol.messages");
+    return list ? state.rooms.get(list.dataset.room) : undefined;
+  }
+
+  // What a reply shows of the message it answers: its sender and the start of its text.
+  function quoteOf(parent) {
+    if (!parent) return "↪ an earlier message";
+    if (parent.info.deleted) return "↪ a deleted message";
+    const text = parent.info.text.replace(/\s+/g, " ").trim();
+    const start = text.length > QUOTE_CHARS ? `${text.slice(0, QUOTE_CHARS)}…` : text;
+    return `↪ ${parent.info.sender}: ${start}`;
+  }
+
+  // Draws a message from its state: text or tombstone, quote, reactions and controls.
+  function render(li) {
+    const info = li.info;
+    const room = roomOf(li);
+    const confirmed = li.dataset.state === "confirmed";
+    li.classList.toggle("deleted", info.deleted);
+    const text = li.querySelector(".text");
+    text.textContent = info.deleted ? "message deleted" : info.text;
+    li.querySelector(".edited").textContent = info.edited && !info.deleted ? "(edited)" : "";
+
+    const quote = li.querySelector(".quote");
+    quote.hidden = !info.replyTo || info.deleted;
+    if (info.replyTo) {
+      quote.dataset.for = info.replyTo;
+      quote.textContent = quoteOf(room && room.byId.get(info.replyTo));
+    }
+
+    const chips = [];
+    if (confirmed && !info.deleted) {
+      for (const [emoji, count] of info.counts) {
+        const mine = info.mine.has(emoji);
+        const chip = button(mine ? "chip mine" : "chip", `${emoji} ${count}`,
+          () => react(li, emoji, !info.mine.has(emoji)),
+          mine ? `Take back ${emoji}` : `React ${emoji}`);
+        chip.dataset.emoji = emoji;
+        chip.setAttribute("aria-pressed", String(mine));
+        chips.push(chip);
+      }
+    }
+    li.querySelector(".reactions").replaceChildren(...chips);
+
+    const tools = [];
+    if (confirmed && !info.deleted) {
+      tools.push(button("link", "Reply", () => beginCompose("reply", li)));
+      if (info.sender === state.user) {
+        tools.push(button("link", "Edit", () => beginCompose("edit", li)));
+        tools.push(button("link", "Delete", () => deleteMessage(li)));
+      }
+      for (const emoji of EMOJIS) {
+        tools.push(button("link emoji", emoji, () => react(li, emoji, !info.mine.has(emoji)),
+          `React ${emoji}`));
+      }
+    }
+    li.querySelector(".tools").replaceChildren(...tools);
+
+    const replies = li.querySelector(".replies");
+    const count = info.replyCount;
+    if (confirmed && count > 0) {
+      const label = count === 1 ? "1 reply" : `${count} replies`;
+      replies.replaceChildren(button("link", label, () => toggleThread(li)));
+    } else {
+      replies.replaceChildren();
+      li.querySelector(".thread").hidden = true;
+    }
+  }
+
+  // Replies quote their parent: they follow its edits and deletion.
+  function renderQuotes(room, li) {
+    if (!li.info.id) return;
+    const selector = `.quote[data-for="${CSS.escape(li.info.id)}"]`;
+    for (const quote of room.list.querySelectorAll(selector)) {
+      quote.textContent = quoteOf(li);
+    }
+  }
+
+  async function toggleThread(li) {
+    const room = roomOf(li);
+    const thread = li.querySelector(".thread");
+    if (!room || !thread.hidden) {
+      thread.hidden = true;
+      return;
+    }
+    thread.hidden = false;
+    thread.replaceChildren(el("li", "muted", "loading replies…"));
+    try {
+      const body = await fetchHistory(room.name, { thread: li.info.id, limit: HISTORY_PAGE });
+      thread.replaceChildren(...body.messages.map((m) => {
+        const item = el("li");
+        item.append(el("span", "sender", m.sender), el("span", "", `: ${m.deleted
+          ? "message deleted" : m.text}`));
+        return item;
+      }));
+    } catch (exc) {
+      thread.replaceChildren(el("li", "error", `Replies unavailable: ${exc.message}`));
+    }
   }
 
   // Confirmed messages sit in seq order; pending ones stay after them.
   function place(room, li, seq) {
     let after = room.list.lastElementChild;
-    while (after && (!after.dataset.seq || Number(after.dataset.seq) > seq)) {
+    while (after && (after === li || !after.dataset.seq || Number(after.dataset.seq) > seq)) {
       after = after.previousElementSibling;
     }
     if (after) after.after(li);
     else room.list.prepend(li);
   }
 
-  // Shows a message from any source (live, replay, history) exactly once.
-  function receive(msg) {
-    const room = state.rooms.get(msg.room);
-    if (!room || typeof msg.seq !== "number") return false;
+  // Applies one room event (live, replayed or from the event log) exactly once, by its seq.
+  // Returns the room it changed, or null when the event was known already (or is not ours).
+  function applyEvent(type, event) {
+    const room = state.rooms.get(event && event.room);
+    if (!room || typeof event.seq !== "number") return null;
+    if (event.seq <= room.lastSeq || room.seqs.has(event.seq)) return null;
+    if (type === "message") {
+      if (!showMessage(room, event)) return null;
+    } else if (type === "message_updated" || type === "message_deleted" || type === "reaction") {
+      const target = room.byId.get(event.id);
+      if (target && target.dataset.state === "confirmed") {
+        applyChange(room, target, type, event);
+      } else if (!room.loaded || event.msg_seq > room.base) {
+        // Its message comes later (a hole being filled): kept until it does.
+        const waiting = room.orphans.get(event.id) || [];
+        waiting.push({ type, event });
+        room.orphans.set(event.id, waiting);
+      }
+    } else {
+      return null;
+    }
+    room.seqs.add(event.seq);
+    room.maxSeq = Math.max(room.maxSeq, event.seq);
+    return room;
+  }
+
+  // A message event: the message, shown once, and what came for it before it did.
+  function showMessage(room, msg) {
     let li = room.byId.get(msg.id);
     if (!li && msg.sender === state.user) li = room.pending.get(msg.client_msg_id);
-    if (li && li.dataset.state === "confirmed") return false;
+    if (li && li.dataset.state === "confirmed") return true;
     if (li) {
       room.pending.delete(msg.client_msg_id);
       li.remove();
     } else {
       li = messageElement();
     }
+    room.list.append(li); // in the list first, so it renders with its room
     fill(li, msg, "confirmed");
     room.byId.set(msg.id, li);
-    room.seqs.add(msg.seq);
-    room.maxSeq = Math.max(room.maxSeq, msg.seq);
     place(room, li, msg.seq);
+    const parent = li.info.replyTo && room.byId.get(li.info.replyTo);
+    if (parent) {
+      parent.info.replyCount += 1;
+      render(parent);
+    }
+    const waiting = room.orphans.get(msg.id);
+    if (waiting) {
+      room.orphans.delete(msg.id);
+      waiting.sort((a, b) => a.event.seq - b.event.seq);
+      for (const { type, event } of waiting) applyChange(room, li, type, event);
+    }
+    render(li);
+    renderQuotes(room, li);
+    if (msg.sender === state.user) renderSeen(room);
     return true;
   }
 
-  function onLiveMessage(msg) {
-    const room = state.rooms.get(msg && msg.room);
-    if (!room) return;
-    const stick = room === currentRoom() && nearBottom();
-    if (!receive(msg)) return;
-    clearTyper(room, msg.sender);
-    if (room !== currentRoom() && msg.sender !== state.user) {
-      room.unread += 1;
-      room.unreadEl.textContent = String(room.unread);
+  function applyChange(room, li, type, event) {
+    const info = li.info;
+    if (type === "message_updated") {
+      // Versions order edits: a late older one never undoes a newer one.
+      if (info.deleted || !(event.version > info.version)) return;
+      info.version = event.version;
+      info.text = event.text;
+      info.edited = true;
+    } else if (type === "message_deleted") {
+      if (info.deleted) return;
+      info.deleted = true;
+      info.text = "";
+      info.counts.clear();
+      info.mine.clear();
+      const parent = info.replyTo && room.byId.get(info.replyTo);
+      if (parent && parent.info.replyCount > 0) {
+        parent.info.replyCount -= 1;
+        render(parent);
+      }
+      if (state.compose && state.compose.li === li) endCompose();
+    } else {
+      // A set per (emoji, user): the newest event of each pair decides.
+      const key = `${event.emoji}\u0000${event.user}`;
+      const before = info.reacted.get(key);
+      if (before && before.seq > event.seq) return;
+      info.reacted.set(key, { seq: event.seq, on: event.on });
+      if (!before || before.on !== event.on) {
+        const count = (info.counts.get(event.emoji) || 0) + (event.on ? 1 : -1);
+        if (count > 0) info.counts.set(event.emoji, count);
+        else info.counts.delete(event.emoji);
+      }
+      if (event.user === state.user) {
+        if (event.on) info.mine.add(event.emoji);
+        else info.mine.delete(event.emoji);
+      }
     }
-    if (stick) scrollToBottom();
-    if (room.syncing) return;
-    advance(room);
-    if (behind(room)) catchUp(room);
+    render(li);
+    renderQuotes(room, li);
+    if (info.sender === state.user) renderSeen(room);
+  }
+
+  // A message from a history page (older than the window), in its current state.
+  function showStored(room, msg) {
+    if (typeof msg.seq !== "number" || room.byId.has(msg.id)) return;
+    const li = messageElement();
+    room.list.append(li);
+    fill(li, msg, "confirmed");
+    const info = li.info;
+    info.version = msg.version || 1;
+    info.edited = info.version > 1;
+    info.deleted = Boolean(msg.deleted);
+    info.replyCount = msg.reply_count || 0;
+    for (const [emoji, count] of Object.entries(msg.reactions || {})) {
+      if (count > 0) info.counts.set(emoji, count);
+    }
+    room.byId.set(msg.id, li);
+    place(room, li, msg.seq);
+    render(li);
+    renderQuotes(room, li);
+  }
+
+  function onRoomEvent(type) {
+    return (event) => {
+      const room = state.rooms.get(event && event.room);
+      if (!room) return;
+      const stick = room === currentRoom() && nearBottom();
+      if (!applyEvent(type, event)) return;
+      if (type === "message") {
+        clearTyper(room, event.sender);
+        // Counted once the join ack said where the count stands (replays come before it).
+        if (event.sender !== state.user && !room.syncing && event.seq > room.knownLast &&
+            !(room === currentRoom() && document.visibilityState === "visible")) {
+          setUnread(room, room.unread + 1);
+        }
+      }
+      if (stick) scrollToBottom();
+      if (room.syncing) return;
+      advance(room);
+      if (behind(room)) catchUp(room);
+      markRead(room);
+    };
   }
 
   function sendText(text) {
     const room = currentRoom();
     if (!room) return;
+    const replying = state.compose && state.compose.kind === "reply" ? state.compose.li : null;
     const msg = {
       room: room.name, text, client_msg_id: newClientMsgId(),
       sender: state.user, ts: new Date().toISOString(),
+      reply_to: replying ? replying.info.id : null,
     };
     const li = messageElement();
+    room.list.append(li);
     fill(li, msg, "pending");
     li.payload = { room: msg.room, text: msg.text, client_msg_id: msg.client_msg_id };
+    if (msg.reply_to) li.payload.reply_to = msg.reply_to;
     room.pending.set(msg.client_msg_id, li);
-    room.list.append(li);
+    endCompose();
     scrollToBottom();
     stopTyping(room);
     queueDelivery(room, li);
+  }
+
+  // ----- replies, edits, deletes, reactions -----
+
+  function beginCompose(kind, li) {
+    const room = roomOf(li);
+    if (!room || room !== currentRoom()) return;
+    state.compose = { kind, room, li };
+    ui.context.hidden = false;
+    if (kind === "edit") {
+      ui.contextText.textContent = "Editing your message";
+      ui.text.value = li.info.text;
+    } else {
+      ui.contextText.textContent = `Replying to ${quoteOf(li).slice(2)}`;
+    }
+    ui.text.focus();
+  }
+
+  function endCompose() {
+    if (state.compose && state.compose.kind === "edit") ui.text.value = "";
+    state.compose = null;
+    ui.context.hidden = true;
+    ui.contextText.textContent = "";
+  }
+
+  function showOpError(li, text) {
+    li.querySelector(".error").textContent = text;
+  }
+
+  async function roomOp(li, event, payload, what) {
+    const room = roomOf(li);
+    if (!room || !room.joined) {
+      showOpError(li, `${what}: not connected; try again once online`);
+      return null;
+    }
+    showOpError(li, "");
+    const ack = await emitAck(event, {
+      room: room.name, id: li.info.id, client_op_id: newClientMsgId(), ...payload,
+    });
+    if (!ack.ok) showOpError(li, describeOp(what, ack.error));
+    return ack;
+  }
+
+  async function editMessage(li, text) {
+    endCompose();
+    if (text === li.info.text) return;
+    // The change shows when its message_updated event comes, on every page alike.
+    await roomOp(li, "edit", { text }, "Not edited");
+  }
+
+  async function deleteMessage(li) {
+    await roomOp(li, "delete", {}, "Not deleted");
+  }
+
+  async function react(li, emoji, on) {
+    await roomOp(li, "react", { emoji, on }, on ? "No reaction" : "Reaction not taken back");
   }
 
   // One send at a time per room, so the room sees this user's messages in typing order.
@@ -661,7 +1108,10 @@
       // Refused by the server (bad name or token): retrying would be refused again.
       signOut(err.data && err.data.message ? err.data.message : err.message);
     });
-    socket.on("message", onLiveMessage);
+    for (const type of ["message", "message_updated", "message_deleted", "reaction"]) {
+      socket.on(type, onRoomEvent(type));
+    }
+    socket.on("read", onRead);
     socket.on("typing", onTyping);
     socket.on("presence", onPresence);
   }
@@ -682,6 +1132,8 @@
     setStatus("connecting", "connecting…");
     connect();
     ui.joinRoom.focus();
+    // A browser that kept no rooms (a fresh sign-in) lists the user's rooms from the server.
+    if (!state.rooms.size) listMyRooms();
   }
 
   function signOut(reason) {
@@ -696,6 +1148,7 @@
     }
     state.rooms.clear();
     state.current = null;
+    endCompose();
     state.auth = null;
     state.user = null;
     sessionStorage.removeItem(SESSION_KEY);
@@ -709,8 +1162,11 @@
 
   // ----- wiring -----
 
-  ui.signInForm.addEventListener("submit", (event) => {
+  ui.signInForm.addEventListener("submit", async (event) => {
     event.preventDefault();
+    // A name typed before the config arrived is judged by it, not by the defaults.
+    await configLoaded;
+    if (state.auth) return;
     const token = ui.token.value.trim();
     const name = ui.name.value.trim();
     if (token) {
@@ -743,21 +1199,44 @@
     event.preventDefault();
     const text = ui.text.value;
     if (!text.trim()) return;
+    const editing = state.compose && state.compose.kind === "edit" ? state.compose.li : null;
     ui.text.value = "";
-    sendText(text);
+    if (editing) editMessage(editing, text);
+    else sendText(text);
+  });
+
+  ui.contextCancel.addEventListener("click", () => {
+    endCompose();
+    ui.text.focus();
   });
 
   ui.text.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       ui.composer.requestSubmit();
+    } else if (event.key === "Escape" && state.compose) {
+      endCompose();
     }
   });
   ui.text.addEventListener("input", onTypingInput);
 
+  // Back in front of the reader: what the room shows now counts as read.
+  document.addEventListener("visibilitychange", () => markRead(currentRoom()));
+
   ui.timeline.addEventListener("scroll", () => {
     if (ui.timeline.scrollTop < 80) loadOlder(currentRoom());
   });
+
+  async function loadConfig() {
+    try {
+      const response = await fetch("/config.json");
+      if (response.ok) state.config = await response.json();
+    } catch {
+      // Without the config the page still works with tokens.
+    }
+  }
+
+  const configLoaded = loadConfig();
 
   async function start() {
     if (typeof io !== "function") {
@@ -765,12 +1244,7 @@
         "The Socket.IO client is missing on the server: run scripts/bootstrap.sh.";
       return;
     }
-    try {
-      const response = await fetch("/config.json");
-      if (response.ok) state.config = await response.json();
-    } catch {
-      // Without the config the page still works with tokens.
-    }
+    await configLoaded;
     ui.nameField.hidden = !state.config.dev_auth;
     const session = loadSession();
     if (session && session.auth) signIn(session.auth, session.rooms, session.current);

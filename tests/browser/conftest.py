@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from gateway_node import GatewayNode
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from devstack import Stack
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "screenshots"
 # Generous for a 2-core machine running the whole stack, still far below the test timeout.
@@ -88,8 +91,24 @@ async def new_page(
         failed = getattr(request.node, "report_call", None)
         if failed is not None and failed.failed:
             for index, page in enumerate(pages):
+                if page.is_closed():
+                    continue
                 await page.screenshot(path=screenshots / f"failure-{index}.png", full_page=True)
     finally:
         for context in contexts:
             await context.close()
     assert not errors, f"script errors on the page: {errors}"
+
+
+@pytest.fixture
+def short_replay_node(
+    full_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayNode]:
+    """A gateway node that replays at most 2 room events per join: more missed is a gap."""
+    log = tmp_path_factory.mktemp("short-replay") / "gateway.log"
+    node = GatewayNode(full_stack, {"CHAT_MAX_REPLAY_MESSAGES": "2"}, log)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import socketio
+from gateway_node import GatewayNode
 from playwright.async_api import Locator, Page, expect
 
 from devstack import Stack
@@ -20,6 +23,7 @@ from devstack import Stack
 pytestmark = pytest.mark.e2e
 
 NewPage = Callable[[str], Awaitable[Page]]
+HISTORY_PAGE = 50  # the page's newest page of history
 
 XSS = '<img src=x onerror="window.__pwned = true"><script>window.__pwned = true</script>'
 
@@ -232,6 +236,13 @@ async def test_markup_in_a_message_is_shown_as_text(
         await expect(message.locator(".text")).to_have_text(XSS)
         assert await message.locator(".text *").count() == 0
 
+    # quoted in a reply, it is text too
+    await tool(confirmed(dave, room, XSS), "Reply").click()
+    await say(dave, "what is this?")
+    await expect(confirmed(mallory, room, "what is this?").locator(".quote")).to_contain_text(
+        "<img src=x"
+    )
+
     # the history path renders it the same way
     await dave.reload()
     await expect(confirmed(dave, room, XSS)).to_have_count(1)
@@ -343,3 +354,290 @@ async def test_page_reconnects_after_its_node_restarts_and_shows_what_it_missed(
         await expect(messages(page, room).locator(".text")).to_have_text(expected)
         assert await seqs(page, room) == [1, 2, 3, 4, 5]
     await alice.screenshot(path=screenshots / "reconnected.png")
+
+
+# ----- replies, edits, deletes, reactions, unread counts, read receipts -----
+
+
+def unique_user(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+def tool(message: Locator, name: str) -> Locator:
+    """A control under a message: Reply, Edit, Delete or an emoji ("React 👍")."""
+    return message.locator(".tools").get_by_role("button", name=name, exact=True)
+
+
+def chip(message: Locator, emoji: str) -> Locator:
+    return message.locator(f'.reactions button[data-emoji="{emoji}"]')
+
+
+def badge(page: Page, room: str) -> Locator:
+    return page.locator(f'#room-list li[data-room="{room}"] .unread')
+
+
+async def edit(page: Page, message: Locator, text: str) -> None:
+    await tool(message, "Edit").click()
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
+
+
+async def test_a_reply_quotes_its_message_on_the_other_node(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room, alice, bob = await two_nodes(new_page, nodes, "alice", "bob")
+    await say(alice, "what time is lunch?")
+
+    # WHEN bob replies to alice's message
+    await tool(confirmed(bob, room, "what time is lunch?"), "Reply").click()
+    await expect(bob.locator("#compose-context")).to_have_text(
+        re.compile(r"Replying to alice: what time is lunch\?\s*Cancel")
+    )
+    await say(bob, "at noon")
+    await expect(bob.locator("#compose-context")).to_be_hidden()
+
+    # THEN both pages quote it above the reply, and count the reply under the message
+    for page in (alice, bob):
+        await expect(confirmed(page, room, "at noon").locator(".quote")).to_have_text(
+            "↪ alice: what time is lunch?"
+        )
+        question = confirmed(page, room, "what time is lunch?")
+        await expect(question.locator(".replies")).to_have_text("1 reply")
+    # the thread lists the replies
+    question = confirmed(alice, room, "what time is lunch?")
+    await question.get_by_role("button", name="1 reply").click()
+    await expect(question.locator(".thread li")).to_have_text(["bob: at noon"])
+    await alice.screenshot(path=screenshots / "reply.png")
+
+
+async def test_the_sender_edits_and_deletes_and_the_other_node_follows(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room, alice, bob = await two_nodes(new_page, nodes, "alice", "bob")
+    await say(alice, "see you at 5")
+    await say(alice, "oops, wrong room")
+    await expect(confirmed(bob, room, "oops, wrong room")).to_have_count(1)
+
+    # only the sender gets the controls
+    await expect(tool(confirmed(alice, room, "see you at 5"), "Edit")).to_be_visible()
+    on_bobs_page = messages(bob, room)
+    await expect(tool(on_bobs_page.first, "Reply")).to_be_visible()
+    for name in ("Edit", "Delete"):
+        await expect(on_bobs_page.locator(".tools").get_by_role("button", name=name)).to_have_count(
+            0
+        )
+
+    # WHEN alice edits the first and deletes the second
+    await edit(alice, confirmed(alice, room, "see you at 5"), "see you at 6")
+    await tool(confirmed(alice, room, "oops, wrong room"), "Delete").click()
+
+    # THEN both pages show the new text, marked edited, and a tombstone at the same seq
+    for page in (alice, bob):
+        shown = messages(page, room)
+        await expect(shown.locator(".text")).to_have_text(["see you at 6", "message deleted"])
+        await expect(shown.first.locator(".edited")).to_have_text("(edited)")
+        await expect(shown.nth(1)).to_have_class(re.compile(r"\bdeleted\b"))
+        await expect(shown.nth(1).locator(".tools button")).to_have_count(0)
+        assert await seqs(page, room) == [1, 2]
+    await bob.screenshot(path=screenshots / "edited-and-deleted.png")
+
+
+async def test_reactions_toggle_and_both_nodes_agree_on_the_counts(
+    new_page: NewPage, nodes: list[str]
+) -> None:
+    room, alice, bob = await two_nodes(new_page, nodes, "alice", "bob")
+    await say(alice, "pizza tonight?")
+    await expect(confirmed(bob, room, "pizza tonight?")).to_have_count(1)
+
+    for page in (alice, bob):
+        await tool(confirmed(page, room, "pizza tonight?"), "React 👍").click()
+    for page in (alice, bob):
+        thumbs = chip(confirmed(page, room, "pizza tonight?"), "👍")
+        await expect(thumbs).to_have_text("👍 2")
+        await expect(thumbs).to_have_attribute("aria-pressed", "true")
+
+    # WHEN bob takes his back (the chip toggles) and alice adds another
+    await chip(confirmed(bob, room, "pizza tonight?"), "👍").click()
+    await tool(confirmed(alice, room, "pizza tonight?"), "React 🎉").click()
+    for page, pressed in ((alice, "true"), (bob, "false")):
+        message = confirmed(page, room, "pizza tonight?")
+        await expect(message.locator(".reactions button")).to_have_text(["👍 1", "🎉 1"])
+        await expect(chip(message, "👍")).to_have_attribute("aria-pressed", pressed)
+
+    # a refused reaction is said on the message, and nothing changes
+    await say(alice, "full of emojis")
+    message_id = await confirmed(alice, room, "full of emojis").get_attribute("data-id")
+    async with socket_as(nodes[0], "carol") as carol:
+        await seed(carol, room, 0)
+        for n in range(20):
+            payload = {
+                "room": room,
+                "id": message_id,
+                "emoji": f"e{n:02}",
+                "on": True,
+                "client_op_id": f"fill-{n}",
+            }
+            ack = await carol.call("react", payload, timeout=10)
+            assert ack["ok"], ack
+    full = confirmed(bob, room, "full of emojis")
+    await expect(full.locator(".reactions button")).to_have_count(20)
+    await tool(full, "React 😮").click()
+    await expect(full.locator(".error")).to_have_text(
+        "No reaction: this message has too many different emojis: pick one it has"
+    )
+    await expect(full.locator(".reactions button")).to_have_count(20)
+
+
+async def until_unread(url: str, user: str, room: str, expected: int) -> None:
+    """Wait (bounded) until GET /me/rooms, as persisted, gives ``room`` that unread count."""
+    deadline = time.monotonic() + 20
+    async with httpx.AsyncClient(base_url=url, headers={"X-User": user}, timeout=10) as client:
+        while True:
+            response = await client.get("/me/rooms")
+            response.raise_for_status()
+            counts = {r["room"]: r["unread"] for r in response.json()["rooms"]}
+            if counts.get(room) == expected:
+                return
+            assert time.monotonic() < deadline, f"unread of {room}: {counts.get(room)}"
+            await asyncio.sleep(0.2)
+
+
+async def test_unread_badges_count_what_came_while_away_and_clear_on_opening(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    reader, writer = unique_user("uma"), unique_user("walt")
+    lunch, other = new_room(), new_room()
+    page = await open_chat(new_page, nodes[1], reader, lunch)
+    await join(page, other)
+    alice = await open_chat(new_page, nodes[0], writer, lunch)
+
+    # WHEN messages come to a room that is not open, THEN its badge counts them
+    await say(alice, "one")
+    await say(alice, "two")
+    await expect(badge(page, lunch)).to_have_text("2")
+    await expect(badge(page, other)).to_have_text("")
+    await page.screenshot(path=screenshots / "unread.png")
+    # opening the room shows them and clears the badge
+    await page.locator(f'#room-list li[data-room="{lunch}"] .room-name').click()
+    await expect(messages(page, lunch).locator(".text")).to_have_text(["one", "two"])
+    await expect(badge(page, lunch)).to_have_text("")
+
+    await until_unread(nodes[1], reader, lunch, 0)  # the read position is persisted
+
+    # WHEN the reader is away (no page open) and another message comes
+    await page.close()
+    await say(alice, "three")
+    await expect(confirmed(alice, lunch, "three")).to_have_count(1)
+    await until_unread(nodes[1], reader, lunch, 1)
+    # THEN a fresh sign-in lists the user's rooms with their counts, and opening one reads it
+    page = await new_page(nodes[1] + "/")
+    await sign_in(page, reader)
+    await expect(badge(page, lunch)).to_have_text("1")
+    await expect(badge(page, other)).to_have_text("")
+    await page.locator(f'#room-list li[data-room="{lunch}"] .room-name').click()
+    await expect(confirmed(page, lunch, "three")).to_have_count(1)
+    await expect(badge(page, lunch)).to_have_text("")
+    await until_unread(nodes[1], reader, lunch, 0)
+
+
+async def test_seen_by_shows_under_the_senders_last_message(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room, alice, bob = await two_nodes(new_page, nodes, "alice", "bob")
+
+    # WHEN bob's page shows alice's message, THEN alice sees that he saw it
+    await say(alice, "did you see this?")
+    await expect(confirmed(alice, room, "did you see this?").locator(".seen")).to_have_text(
+        "Seen by bob"
+    )
+    # it moves to her newest message once bob has that one too
+    await say(alice, "and this?")
+    await expect(confirmed(alice, room, "and this?").locator(".seen")).to_have_text("Seen by bob")
+    await expect(alice.locator(f'ol[data-room="{room}"] .seen')).to_have_count(1)
+    # bob sent nothing: nothing is "seen" on his page
+    await expect(bob.locator(f'ol[data-room="{room}"] .seen')).to_have_count(0)
+    await alice.screenshot(path=screenshots / "seen-by.png")
+
+
+async def expect_changed_state(page: Page, room: str, *, with_quote: bool = True) -> None:
+    """The conversation of the reload test, as edited, deleted, replied to and reacted to."""
+    plan = confirmed(page, room, "the plan: meet at 6")
+    await expect(plan.locator(".edited")).to_have_text("(edited)")
+    await expect(plan.locator(".reactions button")).to_have_text(["👍 1"])
+    await expect(plan.locator(".replies")).to_have_text("1 reply")
+    await expect(confirmed(page, room, "message deleted")).to_have_class(re.compile(r"\bdeleted\b"))
+    reply = confirmed(page, room, "works for me")
+    await expect(reply.locator(".quote")).to_have_text("↪ alice: the plan: meet at 6")
+    await expect(messages(page, room).filter(has_text="a secret")).to_have_count(0)
+
+
+async def test_a_reload_shows_edits_deletes_reactions_and_replies_from_history(
+    new_page: NewPage, nodes: list[str], screenshots: Path
+) -> None:
+    room, alice, bob = await two_nodes(new_page, nodes, "alice", "bob")
+    await say(alice, "the plan: meet at 5")
+    await say(alice, "a secret")
+    await tool(confirmed(bob, room, "the plan"), "Reply").click()
+    await say(bob, "works for me")
+    await expect(confirmed(alice, room, "works for me")).to_have_count(1)
+    await edit(alice, confirmed(alice, room, "the plan"), "the plan: meet at 6")
+    await tool(confirmed(alice, room, "a secret"), "Delete").click()
+    await tool(confirmed(bob, room, "the plan"), "React 👍").click()
+    await expect_changed_state(bob, room)
+
+    # WHEN bob reloads, THEN the newest page and its event log give the same state
+    await bob.reload()
+    await expect(bob.locator("#status")).to_have_attribute("data-state", "online")
+    await expect_changed_state(bob, room)
+    await expect(chip(confirmed(bob, room, "the plan"), "👍")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+
+    # and once newer messages push them to an older page, history's own state says the same
+    async with socket_as(nodes[0], "seeder") as seeder:
+        await seed(seeder, room, HISTORY_PAGE)
+    await bob.reload()
+    await expect(confirmed(bob, room, f"seeded {HISTORY_PAGE}")).to_have_count(1)
+    await bob.locator("#timeline").evaluate("t => { t.scrollTop = 0; }")
+    await expect_changed_state(bob, room)
+    await bob.locator("#timeline").evaluate("t => { t.scrollTop = 0; }")
+    await bob.screenshot(path=screenshots / "older-page.png")
+
+
+async def test_a_join_past_the_replay_cap_repairs_edits_deletes_and_reactions(
+    new_page: NewPage, nodes: list[str], short_replay_node: GatewayNode
+) -> None:
+    room = new_room()
+    alice = await open_chat(new_page, nodes[0], "alice", room)
+    bob = await open_chat(new_page, short_replay_node.url, "bob", room)
+    await say(alice, "first draft")
+    await say(alice, "to be removed")
+    await expect(confirmed(bob, room, "to be removed")).to_have_count(1)
+
+    # WHEN bob's node is down while five room events happen (it replays two per join)
+    await asyncio.to_thread(short_replay_node.stop)
+    try:
+        await expect(bob.locator("#status")).to_have_attribute("data-state", "reconnecting")
+        await edit(alice, confirmed(alice, room, "first draft"), "final draft")
+        await tool(confirmed(alice, room, "to be removed"), "Delete").click()
+        await tool(confirmed(alice, room, "final draft"), "React 🎉").click()
+        await expect(chip(confirmed(alice, room, "final draft"), "🎉")).to_have_text("🎉 1")
+        await say(alice, "later 1")
+        await say(alice, "later 2")
+        await expect(confirmed(alice, room, "later 2")).to_have_count(1)
+    finally:
+        await asyncio.to_thread(short_replay_node.start)
+
+    # THEN its join answers gap: true and the page repairs the rest from the event log
+    await expect(bob.locator("#status")).to_have_attribute("data-state", "online")
+    shown = messages(bob, room)
+    await expect(shown.locator(".text")).to_have_text(
+        ["final draft", "message deleted", "later 1", "later 2"]
+    )
+    await expect(shown.first.locator(".edited")).to_have_text("(edited)")
+    await expect(shown.first.locator(".reactions button")).to_have_text(["🎉 1"])
+    assert await seqs(bob, room) == [1, 2, 6, 7]
+    # (the node did cut the replay short: the same join answers gap: true)
+    async with socket_as(short_replay_node.url, "dora") as dora:
+        ack = await dora.call("join", {"room": room, "since_seq": 2}, timeout=10)
+        assert ack["ok"] and ack["gap"] is True, ack

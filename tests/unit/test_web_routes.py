@@ -122,3 +122,34 @@ async def test_history_refusals(history_url: str, path: str, status: int, code: 
     response = await get(path, upstream=httpx.MockTransport(down), history_url=history_url)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream_path"),
+    [
+        ("/rooms/lobby/events?after_seq=7&limit=3", "/rooms/lobby/events?after_seq=7&limit=3"),
+        ("/me/rooms", "/me/rooms"),
+        ("/rooms/lobby/messages?thread=abc", "/rooms/lobby/messages?thread=abc"),
+    ],
+)
+async def test_event_log_threads_and_my_rooms_are_forwarded(path: str, upstream_path: str) -> None:
+    seen: list[httpx.Request] = []
+
+    def history(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": "upstream"})
+
+    response = await get(path, upstream=httpx.MockTransport(history), headers={"X-User": "ann"})
+    assert response.status_code == 200 and response.json() == {"ok": "upstream"}
+    (request,) = seen
+    assert str(request.url) == HISTORY + upstream_path
+    assert request.headers["x-user"] == "ann"
+
+
+async def test_event_log_of_a_bad_room_is_refused_at_the_edge() -> None:
+    def never(_: httpx.Request) -> httpx.Response:
+        raise AssertionError("forwarded")
+
+    response = await get("/rooms/bad%20room/events", upstream=httpx.MockTransport(never))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_room"
