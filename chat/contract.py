@@ -377,6 +377,11 @@ def read_fields(room: str, user: str, last_read_seq: int) -> dict[str, str]:
     return {"kind": KIND_READ, "room": room, "sender": user, "seq": str(last_read_seq)}
 
 
+def iso_ms(ts: datetime) -> str:
+    """A time as the wire writes it: ISO-8601 UTC with milliseconds and a Z suffix."""
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utc_now_iso() -> str:
-    """The current time as ISO-8601 UTC with milliseconds and a Z suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time as the wire writes it (``iso_ms``)."""
+    return iso_ms(datetime.now(UTC))

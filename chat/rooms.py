@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
 
+from chat.contract import iso_ms
 from chat.users import display_name
 
 
@@ -19,10 +19,6 @@ class Room(msgspec.Struct, frozen=True):
     created_by: str | None
     created_at: str
     members: int
-
-
-def _iso(ts: datetime) -> str:
-    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def ensure_user(conn: AsyncConnection[Any], user: str) -> None:
@@ -87,7 +83,11 @@ async def get_room(conn: AsyncConnection[Any], name: str) -> Room | None:
     if row is None:
         return None
     return Room(
-        name=row[0], display_name=row[1], created_by=row[2], created_at=_iso(row[3]), members=row[4]
+        name=row[0],
+        display_name=row[1],
+        created_by=row[2],
+        created_at=iso_ms(row[3]),
+        members=row[4],
     )
 
 

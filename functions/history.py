@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from chat import frames, names
 from chat.auth import Identity
-from chat.contract import ContractError, Message, check_message_id
+from chat.contract import ContractError, Message, check_message_id, iso_ms
 from functions import deps as deps_module
 from functions.retention import cutoff_for
 from functions.web import bad, error_response, identify, int_param, json_app, readable_room
@@ -84,10 +84,7 @@ ORDER BY m.room
 
 
 def _iso(ts: Any) -> str | None:
-    if ts is None:
-        return None
-    text: str = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return text
+    return None if ts is None else iso_ms(ts)
 
 
 def _row_to_message(row: tuple[Any, ...]) -> HistoryMessage:
@@ -168,7 +165,7 @@ def _fresh(ts: str) -> bool:
         return True
     # Retention trims the recent logs after deleting rows; until then, and whatever happens
     # between, an entry older than the cutoff is never served.
-    oldest = cutoff_for(days).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    oldest = iso_ms(cutoff_for(days))
     return ts >= oldest
 
 

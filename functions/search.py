@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from chat.contract import iso_ms
 from functions import deps as deps_module
 from functions.web import bad, identify, int_param, json_app, readable_room
 
@@ -77,7 +78,7 @@ def _hit(room: str, row: tuple[Any, ...]) -> dict[str, Any]:
         "sender": sender,
         "text": text,
         "client_msg_id": client_msg_id,
-        "ts": created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "ts": iso_ms(created_at),
         "rank": rank,
     }
 
