@@ -93,6 +93,9 @@ class Shards:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         self._nodes: dict[str, aioredis.Redis] = {}
+        parts = urlsplit(settings.redis_url)
+        # The configured node: the owner of every key when standalone.
+        self._address = f"{parts.hostname}:{parts.port or 6379}"
         self._replicas: dict[str, tuple[float, int]] = {}
         self._warned = 0.0
 
@@ -105,8 +108,7 @@ class Shards:
     async def owner(self, key: str) -> str:
         """``host:port`` of the node that owns ``key`` (the configured one when standalone)."""
         if not self.cluster:
-            parts = urlsplit(self.settings.redis_url)
-            return f"{parts.hostname}:{parts.port or 6379}"
+            return self._address
         cluster: Any = self.client
         if not cluster.nodes_manager.slots_cache:
             await cluster.initialize()

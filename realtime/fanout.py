@@ -262,8 +262,8 @@ class _Link:
                     extra={"rooms": len(self.channels), "failures": failures, "node": self.address},
                 )
                 await asyncio.sleep(delay)
-                # The node may be gone for good (a failover): rooms follow their slots' owner.
-                await self.fanout.shards.refresh()
+                # The node may be gone for good (a failover): rooms follow their slots' owner
+                # (the reroute reads the slot map again).
                 await self.fanout._reroute(self)
 
     async def _ping_forever(self) -> None:
