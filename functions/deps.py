@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from psycopg_pool import AsyncConnectionPool
@@ -27,6 +28,7 @@ class Deps:
         self.settings = settings
         self._redis: RedisClient | None = None
         self._shards: Shards | None = None
+        self._scripts: dict[str, Any] = {}
         self._producer: Producer | None = None
         self._forwarder: Forwarder | None = None
         self._pool: AsyncConnectionPool | None = None
@@ -38,6 +40,12 @@ class Deps:
         if self._redis is None:
             self._redis = redis_client(self.settings)
         return self._redis
+
+    def script(self, source: str) -> Any:
+        """The process's Redis client's handle of a Lua script, registered on first use."""
+        if source not in self._scripts:
+            self._scripts[source] = self.redis.register_script(source)
+        return self._scripts[source]
 
     @property
     def shards(self) -> Shards:

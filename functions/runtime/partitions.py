@@ -26,7 +26,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from chat import names
 from functions.deps import Deps
@@ -98,17 +97,11 @@ class PartitionedRunner:
         self._factory = factory or self._runner
         self._running: dict[int, tuple[RedisStreamRunner, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
-        self._scripts: dict[str, Any] = {}
 
     def _runner(self, partition: StreamPartition, takeover: bool) -> RedisStreamRunner:
         return RedisStreamRunner(
             self.fn, self.deps, self.consumer, partition=partition, takeover=takeover
         )
-
-    def _script(self, source: str) -> Any:
-        if source not in self._scripts:
-            self._scripts[source] = self.deps.redis.register_script(source)
-        return self._scripts[source]
 
     @property
     def held(self) -> list[int]:
@@ -141,7 +134,7 @@ class PartitionedRunner:
 
     async def _balance(self) -> None:
         started = time.monotonic()
-        members: list[str] = await self._script(_MEMBERS)(
+        members: list[str] = await self.deps.script(_MEMBERS)(
             keys=[self.members_key],
             args=[self.consumer, int(time.time() * 1000), self.lease_ms],
         )
@@ -151,7 +144,7 @@ class PartitionedRunner:
             if task.done():
                 self._forget(index, task)
                 continue
-            renewed = await self._script(_TAKE)(
+            renewed = await self.deps.script(_TAKE)(
                 keys=[self.partitions[index].lease], args=[self.consumer, self.lease_ms]
             )
             if not int(renewed):
@@ -173,7 +166,7 @@ class PartitionedRunner:
             return  # too slow to trust the leases just renewed; try again next tick
         for index in sorted(wanted - set(self._running)):
             partition = self.partitions[index]
-            taken = await self._script(_TAKE)(
+            taken = await self.deps.script(_TAKE)(
                 keys=[partition.lease], args=[self.consumer, self.lease_ms]
             )
             if int(taken):
@@ -215,7 +208,9 @@ class PartitionedRunner:
         if self._running.get(index) == entry:
             del self._running[index]
         with contextlib.suppress(Exception):
-            await self._script(_RELEASE)(keys=[self.partitions[index].lease], args=[self.consumer])
+            await self.deps.script(_RELEASE)(
+                keys=[self.partitions[index].lease], args=[self.consumer]
+            )
 
     async def _stop_all(self) -> None:
         for runner, _ in self._running.values():
@@ -226,7 +221,7 @@ class PartitionedRunner:
         held, self._running = list(self._running), {}
         with contextlib.suppress(Exception):
             for index in held:
-                await self._script(_RELEASE)(
+                await self.deps.script(_RELEASE)(
                     keys=[self.partitions[index].lease], args=[self.consumer]
                 )
             await self.deps.redis.zrem(self.members_key, self.consumer)

@@ -163,18 +163,11 @@ class RedisStreamRunner:
         )
         self._next_reclaim = 0.0
         self._reclaim_cursor = "0-0"
-        self._scripts: dict[str, Any] = {}
         # Entry ids this runner holds: in a batch, or handled and waiting for their settle.
         self._held: set[str] = set()
         self._settling: deque[tuple[list[str], asyncio.Future[None]]] = deque()
         self._settling_count = 0
         self._settled = asyncio.Event()
-
-    def _script(self, source: str) -> Any:
-        # Registered on first use, so building a runner touches no client.
-        if source not in self._scripts:
-            self._scripts[source] = self.deps.redis.register_script(source)
-        return self._scripts[source]
 
     @property
     def visibility_ms(self) -> int:
@@ -406,7 +399,7 @@ class RedisStreamRunner:
                 continue
             snapshot = set(held)
             try:
-                kept = await self._script(_TOUCH)(
+                kept = await self.deps.script(_TOUCH)(
                     keys=[self.stream],
                     args=[self.trigger.group, self.consumer, 0, *sorted(snapshot)],
                 )
@@ -431,7 +424,7 @@ class RedisStreamRunner:
         ids = set(ids)
         if not ids:
             return
-        await self._script(_TOUCH)(
+        await self.deps.script(_TOUCH)(
             keys=[self.stream],
             args=[self.trigger.group, self.consumer, self.visibility_ms, *sorted(ids)],
         )
@@ -480,7 +473,7 @@ class RedisStreamRunner:
         ]
         dead = self.dead_letter_stream
         keys = [self.stream, dead] if dead else [self.stream]
-        buried = await self._script(_DEAD_LETTER)(
+        buried = await self.deps.script(_DEAD_LETTER)(
             keys=keys,
             args=[t.group, "1" if t.delete_on_ack else "0", *dead_letter_args(entries)],
         )
