@@ -42,8 +42,11 @@ log = logging.getLogger("chat.shards")
 # A client of the whole data set: one Redis, or the cluster (same command methods).
 RedisClient = aioredis.Redis | RedisCluster
 
-# Rounds of "refresh the slot map and retry what was redirected or lost".
-_ATTEMPTS = 6
+# How long commands redirected or lost keep being retried (slot map refreshed between rounds):
+# longer than a failover takes (a replica serves its primary's slots 3-5 s after the primary
+# died), shorter than a function's timeout, so an outage of one node is waited out rather than
+# failing, and dead-lettering, the records of a batch.
+_FAILOVER_S = 8.0
 # How long a node's count of connected replicas is trusted.
 _REPLICAS_TTL_S = 1.0
 _REDIRECTS = (MovedError, AskError, TryAgainError, ClusterDownError)
@@ -173,7 +176,9 @@ class Shards:
         """
         replies: list[Any] = [None] * len(commands)
         todo = list(range(len(commands)))
-        for attempt in range(_ATTEMPTS):
+        deadline = time.monotonic() + _FAILOVER_S
+        attempt = 0
+        while True:
             by_node: dict[str, list[int]] = {}
             for i in todo:
                 by_node.setdefault(await self.owner(commands[i].key), []).append(i)
@@ -191,11 +196,12 @@ class Shards:
                     replies[i] = reply
                     if isinstance(reply, (*_LOST, *_REDIRECTS)):
                         todo.append(i)
-            if not todo or attempt == _ATTEMPTS - 1:
+            if not todo or time.monotonic() >= deadline:
                 break
             todo.sort()
             await self.refresh()
-            await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+            await asyncio.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, deadline - time.monotonic())))
+            attempt += 1
         if not return_exceptions:
             for reply in replies:
                 if isinstance(reply, BaseException):
