@@ -26,12 +26,12 @@ import psycopg
 from bench.stack import private_stack
 from chat.contract import Message
 from chat.ids import message_id
-from chat.migrate import migrate
 from chat.settings import Settings
 from devstack.stack import Stack
 from functions import persist
 from functions.batch import KafkaRecord
 from functions.deps import Deps
+from functions.store.migrate import migrate
 
 _WORDS = (
     "deploy", "release", "build", "test", "merge", "review", "ship", "lunch", "coffee",

@@ -723,7 +723,7 @@ class Stack:
         self._say("provision: migrating PostgreSQL, creating Kafka topics")
         log = self.log_path("provision")
         code = run(
-            [sys.executable, "-m", "chat.provision"],
+            [sys.executable, "-m", "functions.store.provision"],
             log=log,
             timeout=180,
             env=self._child_env("provision"),
@@ -733,7 +733,7 @@ class Stack:
             raise StackError(
                 f"provision failed with code {code}.\n"
                 f"--- last lines of {log} ---\n{tail(log)}\n---\n"
-                f"What to do: fix chat.provision, then start again (what runs is kept)."
+                f"What to do: fix functions.store.provision, then start again (what runs is kept)."
             )
         (self.state_dir / "provisioned").touch()
         self._say("provision: done")

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from chat.contract import MAX_SEQ
-from chat.users import MAX_DISPLAY_NAME_CHARS
 from functions import analytics, history, search
 from functions.registry import FUNCTIONS, Function
+from functions.store.users import MAX_DISPLAY_NAME_CHARS
 from functions.triggers import HttpRoute
 
 # ECMA-262 regular expressions (OpenAPI's dialect): `$` matches only at the very end there.

@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chat.contract import ContractError, ErrorCode
-from chat.rooms import NotRoomOwner, create_room, get_room
-from chat.users import MAX_DISPLAY_NAME_CHARS
 from functions import deps as deps_module
+from functions.store.rooms import NotRoomOwner, create_room, get_room
+from functions.store.users import MAX_DISPLAY_NAME_CHARS
 from functions.web import bad, identify, json_app, read_json, readable_room
 
 

@@ -23,9 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chat.auth import Identity, authenticate_http, authorize_room
 from chat.contract import ContractError, ErrorCode, check_room
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
-from chat.users import RecordedUsers, record_user
 from functions import deps as deps_module
 from functions.deps import Deps
+from functions.store.users import RecordedUsers, record_user
 
 log = logging.getLogger("functions.web")
 

@@ -39,7 +39,6 @@ from chat.contract import (
     utc_now_iso,
 )
 from chat.ids import message_id, op_id
-from chat.presence import Presence, Snapshot, parse_member
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
 from chat.settings import Settings
 from chat.shards import RedisClient, Shards
@@ -47,6 +46,7 @@ from realtime import metrics, reads
 from realtime.fanout import PacketWriter, RoomFanout, abort_websocket
 from realtime.intake import SendIntake
 from realtime.lean import LeanEngineIOServer
+from realtime.presence import Presence, Snapshot, parse_member
 
 log = logging.getLogger("realtime.gateway")
 

@@ -87,7 +87,9 @@ def archives(functions: Iterable[Function] = FUNCTIONS) -> list[Archive]:
         for fn in functions
     ]
     found.append(
-        Archive(name=PROVISION, roots=(PROVISION_ENTRY,), data_packages=("chat.migrations",))
+        Archive(
+            name=PROVISION, roots=(PROVISION_ENTRY,), data_packages=("functions.store.migrations",)
+        )
     )
     found.append(Archive(name=GAUGES, roots=(GAUGES_ENTRY,)))
     return found

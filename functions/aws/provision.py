@@ -21,8 +21,8 @@ import psycopg
 from psycopg import sql
 
 from chat.clients import ensure_topics
-from chat.migrate import migrate
 from functions.aws.secrets import load_settings
+from functions.store.migrate import migrate
 
 log = logging.getLogger("functions.aws.provision")
 

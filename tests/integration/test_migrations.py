@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from chat.migrate import MigrationError, migrate, migrations
 from devstack import Stack
+from functions.store.migrate import MigrationError, migrate, migrations
 
 pytestmark = pytest.mark.integration
 

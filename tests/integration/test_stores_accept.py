@@ -24,11 +24,11 @@ from chat.contract import (
     check_user_id,
     parse,
 )
-from chat.rooms import create_room
-from chat.users import record_user
 from devstack import Stack
 from functions import persist
 from functions.deps import Deps
+from functions.store.rooms import create_room
+from functions.store.users import record_user
 from tests.integration.persistence_support import fetch, make_deps, message, records
 
 pytestmark = pytest.mark.integration

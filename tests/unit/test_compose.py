@@ -67,7 +67,7 @@ def test_backing_services_have_health_checks(compose: dict[str, Any]) -> None:
 
 def test_processes_start_after_provisioning(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert "python -m chat.provision" in " ".join(services["provision"]["command"])
+    assert "python -m functions.store.provision" in " ".join(services["provision"]["command"])
     for name, service in services.items():
         if name in ONE_SHOT or kind_of(name)[0] not in {"gateway", "functions"}:
             continue
@@ -103,7 +103,7 @@ def test_provisioning_is_retried_and_bounded(compose: dict[str, Any]) -> None:
     provision = compose["services"]["provision"]
     script = provision["command"][-1]
     assert provision["command"][:2] == ["sh", "-c"]
-    assert "python -m chat.provision && exit 0" in script
+    assert "python -m functions.store.provision && exit 0" in script
     assert script.rstrip().endswith("exit 1"), "gives up after its attempts"
     for name, service in compose["services"].items():
         if "provision" in service.get("depends_on", {}):

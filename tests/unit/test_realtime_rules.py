@@ -8,11 +8,11 @@ import pytest
 
 from chat.auth import Identity, authorize_room, is_private
 from chat.contract import ContractError, ErrorCode
-from chat.presence import member, parse_member, snapshot
 from chat.ratelimit import Limit, parse_limits
 from chat.settings import Settings
 from realtime.fanout import accepted_at
 from realtime.gateway import socket_origins
+from realtime.presence import member, parse_member, snapshot
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ import logging
 import time
 
 from chat.clients import ensure_topics
-from chat.migrate import migrate
 from chat.settings import Settings
+from functions.store.migrate import migrate
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from chat.contract import iso_ms
-from chat.users import display_name
+from functions.store.users import display_name
 
 
 class Room(msgspec.Struct, frozen=True):

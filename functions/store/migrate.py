@@ -46,7 +46,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     """The packaged migrations, in version order."""
-    folder = resources.files("chat.migrations")
+    folder = resources.files("functions.store.migrations")
     files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [Migration(p.name.removesuffix(".sql"), p.read_text(encoding="utf-8")) for p in files]
 

@@ -1,0 +1,1 @@
+"""The functions' PostgreSQL store: schema migrations, users, rooms and memberships."""
