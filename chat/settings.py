@@ -187,3 +187,29 @@ class Settings:
                 values[f.name] = raw
         values.update(overrides)
         return cls(**values)
+
+
+_FIELDS = frozenset(f.name for f in fields(Settings))
+
+
+def env_name(name: str) -> str:
+    """The environment variable of the setting ``name`` (``redis_url`` -> ``CHAT_REDIS_URL``)."""
+    if name not in _FIELDS:
+        raise KeyError(f"no setting named {name!r}: see chat/settings.py for the known ones")
+    return f"CHAT_{name.upper()}"
+
+
+def env_values(**values: object) -> dict[str, str]:
+    """Settings as the environment spells them: ``env_values(dev_auth=True)`` is
+    ``{"CHAT_DEV_AUTH": "true"}``; tuples are comma-joined, None is the empty string."""
+    return {env_name(name): _env_text(value) for name, value in values.items()}
+
+
+def _env_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return ",".join(str(item) for item in value)
+    return str(value)
