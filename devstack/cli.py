@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from devstack.components import REDIS_MODES, REPO, StackError, redis_mode_from_env
 from devstack.ports import Ports
-from devstack.stack import REDIS_MODES, REPO, Stack, StackError, redis_mode_from_env
+from devstack.stack import Stack
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

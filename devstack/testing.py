@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
+from devstack.components import RedisMode, StackError, redis_mode_from_env
 from devstack.ports import Ports
-from devstack.stack import RedisMode, Stack, StackError, redis_mode_from_env
+from devstack.stack import Stack
 
 
 def in_ci() -> bool:
