@@ -1,4 +1,5 @@
-"""The gateway's composition root: settings, clients, Socket.IO server and HTTP routes."""
+"""The gateway's composition root: settings, the Redis client, the parts of the gateway built on
+it (shards, rate limits, intake, presence, fan-out, the Socket.IO server) and the HTTP routes."""
 
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from chat.clients import redis_client
+from chat.ratelimit import RateLimiter, parse_limits
 from chat.settings import Settings
-from chat.shards import RedisClient
+from chat.shards import RedisClient, Shards
+from realtime.fanout import PacketWriter, RoomFanout
 from realtime.gateway import Gateway
+from realtime.intake import SendIntake
+from realtime.presence import Presence
+from realtime.server import socket_server
 from realtime.web import web_routes
 
 _HEALTH_TIMEOUT_S = 2.0
@@ -45,12 +51,29 @@ def _pooled(client: RedisClient) -> RedisClient:
     return aioredis.Redis(connection_pool=pool)
 
 
+def build_gateway(settings: Settings, redis: RedisClient) -> Gateway:
+    """The node's gateway and all it works with, over one Redis client."""
+    shards = Shards(settings, redis)
+    limiter = RateLimiter(shards, parse_limits(settings.rate_limits))
+    sio = socket_server(settings)
+    return Gateway(
+        settings,
+        sio=sio,
+        redis=redis,
+        shards=shards,
+        limiter=limiter,
+        intake=SendIntake(limiter, shards, settings),
+        presence=Presence(shards, settings.node_id, settings.presence_ttl_s),
+        fanout=RoomFanout(shards, PacketWriter(sio, settings.max_outbound_packets)),
+    )
+
+
 def build_app(settings: Settings | None = None) -> Any:
     """The node's ASGI app: Socket.IO at /socket.io/, plus /healthz and /metrics."""
     settings = settings or Settings.from_env()
     settings.require_auth()
     redis = _pooled(redis_client(settings))
-    gateway = Gateway(settings, redis)
+    gateway = build_gateway(settings, redis)
 
     async def healthz(_: Request) -> JSONResponse:
         try:

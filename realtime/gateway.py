@@ -7,14 +7,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
-from socketio import packet as sio_packet
 
 from chat import frames, names
 from chat.auth import Identity, authenticate, authorize_room
@@ -39,14 +37,15 @@ from chat.contract import (
     utc_now_iso,
 )
 from chat.ids import message_id, op_id
-from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
+from chat.ratelimit import RateLimiter, raise_if_limited
 from chat.settings import Settings
 from chat.shards import RedisClient, Shards
 from realtime import metrics, reads
-from realtime.fanout import PacketWriter, RoomFanout, abort_websocket
+from realtime.coalesce import QuietWindows
+from realtime.fanout import RoomFanout
 from realtime.intake import SendIntake
-from realtime.lean import LeanEngineIOServer
 from realtime.presence import Presence, Snapshot, parse_member
+from realtime.server import GatewayServer
 
 log = logging.getLogger("realtime.gateway")
 
@@ -67,122 +66,47 @@ class Connection:
     expires_at: float | None = None
 
 
-def socket_origins(setting: str) -> tuple[str | list[str] | None, bool]:
-    """Engine.IO's allowed origins and whether to allow credentials, from CHAT_CORS_ORIGINS.
-
-    Empty: the page's own origin only (Engine.IO compares Origin with Host and the forwarded
-    host). ``*`` (dev only): any origin, never with credentials. Else the listed origins.
-    """
-    value = setting.strip()
-    if value == "*":
-        return "*", False
-    listed = [o.strip() for o in value.split(",") if o.strip()]
-    return (listed or None), True
-
-
-# A Socket.IO binary event or ack: ``5<attachments>-[/namespace,][id]<json>``.
-_BINARY_HEADER = re.compile(r"[56]([0-9]+)-(?:(/[^,\[]*),)?([0-9]*)")
-_BINARY_REFUSED = "binary attachments are not supported: send text fields as JSON strings"
-
-
-class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server, refusing binary packets before their attachments are kept.
-
-    python-socketio keeps a binary event's header and then every attachment frame the client
-    sends until the declared count is reached; the contract has no binary payloads. Here a
-    binary event gets an error ack (when it asks for one) and nothing of it is kept: its
-    attachment frames, like any binary frame, are dropped as they arrive.
-    """
-
-    def __init__(self, *args: Any, connect_timeout_s: float = 10.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connect_timeout_s = connect_timeout_s
-        self._closing: set[asyncio.Task[None]] = set()
-
-    def _engineio_server_class(self) -> type[LeanEngineIOServer]:
-        # Engine.IO sockets that hold no task while idle (realtime.lean).
-        return LeanEngineIOServer
-
-    async def _handle_eio_connect(self, eio_sid: str, environ: Any) -> None:
-        await super()._handle_eio_connect(eio_sid, environ)
-        # An Engine.IO session that never completes the Socket.IO connect is closed.
-        asyncio.get_running_loop().call_later(self.connect_timeout_s, self._expire, eio_sid)
-
-    def _expire(self, eio_sid: str) -> None:
-        if eio_sid not in self.eio.sockets or self.manager.sid_from_eio_sid(eio_sid, "/"):
-            return
-        metrics.UNAUTHENTICATED_CLOSED.inc()
-        abort_websocket(self, eio_sid)
-        task = asyncio.get_running_loop().create_task(self.eio.disconnect(eio_sid))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        if isinstance(data, str) and not data.startswith(("5", "6")):
-            await super()._handle_eio_message(eio_sid, data)
-            return
-        metrics.BINARY_REFUSED.inc()
-        if not isinstance(data, str):
-            return
-        metrics.ERRORS.labels(str(ErrorCode.BINARY_NOT_SUPPORTED)).inc()
-        header = _BINARY_HEADER.match(data)
-        if header is None or not header.group(3) or data[0] != "5":
-            return
-        namespace = header.group(2) or "/"
-        if self.manager.sid_from_eio_sid(eio_sid, namespace) is None:
-            return
-        metrics.ACKS.labels("binary", str(ErrorCode.BINARY_NOT_SUPPORTED)).inc()
-        refusal = error_ack(ErrorCode.BINARY_NOT_SUPPORTED, _BINARY_REFUSED)
-        await self._send_packet(
-            eio_sid,
-            self.packet_class(
-                sio_packet.ACK, namespace=namespace, data=[refusal], id=int(header.group(3))
-            ),
-        )
-
-
 class Gateway:
     """Owns the Socket.IO server of this node and the state of its sockets."""
 
-    def __init__(self, settings: Settings, redis: RedisClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sio: GatewayServer,
+        redis: RedisClient,
+        shards: Shards,
+        limiter: RateLimiter,
+        intake: SendIntake,
+        presence: Presence,
+        fanout: RoomFanout,
+    ) -> None:
         self.settings = settings
+        self.sio = sio
+        self.manager = sio.manager
         self.redis = redis
-        self.shards = Shards(settings, redis)
-        self.limiter = RateLimiter(self.shards, parse_limits(settings.rate_limits))
-        self.intake = SendIntake(self.limiter, self.shards, settings)
-        self.presence = Presence(self.shards, settings.node_id, settings.presence_ttl_s)
-        # Sockets and Socket.IO rooms are this node's alone; rooms reach other nodes through
-        # their sharded channels (RoomFanout), not through a Socket.IO message queue.
-        self.manager = socketio.AsyncManager()
-        origins, credentials = socket_origins(settings.cors_origins)
-        self.sio = GatewayServer(
-            async_mode="asgi",
-            client_manager=self.manager,
-            cors_allowed_origins=origins,
-            cors_credentials=credentials,
-            max_http_buffer_size=settings.max_payload_bytes,
-            connect_timeout_s=settings.connect_timeout_s,
-            ping_interval=20,
-            ping_timeout=20,
-            logger=False,
-            engineio_logger=False,
-        )
-        self.fanout = RoomFanout(self.shards, PacketWriter(self.sio, settings.max_outbound_packets))
+        self.shards = shards
+        self.limiter = limiter
+        self.intake = intake
+        self.presence = presence
+        self.fanout = fanout
         self.fanout.on_op = self._on_op
         # op id -> the calls waiting for that op's outcome (an op frame on the room's channel)
         self._waiting: dict[str, list[asyncio.Future[frames.OpOutcome]]] = {}
-        # (room, user) within their read quiet interval -> the position (and the socket that
-        # moved it) to announce at its end, None when nothing moved since the last one
-        self._read_quiet: dict[tuple[str, str], tuple[int, str] | None] = {}
+        # Per (room, user): the position (and the socket that moved it) waiting to be announced.
+        self._read_windows: QuietWindows[tuple[str, str], tuple[int, str]] = QuietWindows(
+            settings.read_coalesce_ms / 1000, self._announce_pending, "read"
+        )
         self.conns: dict[str, Connection] = {}
         # user -> this node's sockets of that user
         self.sockets_of: dict[str, int] = {}
         # chat room -> sid -> user, for this node's sockets: presence heartbeats walk it.
         self.rooms: dict[str, dict[str, str]] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
-        # Rooms within their presence quiet interval -> whether a change waits for its end.
-        self._presence_quiet: dict[str, bool] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        # Per room: whether a change waits to be announced.
+        self._presence_windows: QuietWindows[str, bool] = QuietWindows(
+            settings.presence_coalesce_ms / 1000, self._announce_current, "presence"
+        )
         self.sio.on("connect", self.connect)
         self.sio.on("disconnect", self.disconnect)
         self.sio.on("join", self._event("join", self.join))
@@ -379,38 +303,19 @@ class Gateway:
             return False
         metrics.PRESENCE_CHANGES.labels(cause).inc()
         room = snapshot.room
-        interval_s = self.settings.presence_coalesce_ms / 1000
-        if coalesce and interval_s > 0:
-            if room in self._presence_quiet:
-                self._presence_quiet[room] = True  # announced when the interval ends
-                metrics.PRESENCE_COALESCED.inc()
-                return False
-            self._presence_quiet[room] = False
-            asyncio.get_running_loop().call_later(interval_s, self._presence_due, room)
+        if coalesce and not self._presence_windows.admit(room, True):
+            metrics.PRESENCE_COALESCED.inc()  # announced when the interval ends
+            return False
         await self._publish_presence(room, snapshot.users)
         return True
 
     async def _publish_presence(self, room: str, users: list[str]) -> None:
         await self.fanout.publish(room, "presence", {"room": room, "users": users})
 
-    def _presence_due(self, room: str) -> None:
-        if not self._presence_quiet.pop(room, False):
-            return
-        # Changes came in the interval: announce the room as it is now, then stay quiet again.
-        self._presence_quiet[room] = False
-        asyncio.get_running_loop().call_later(
-            self.settings.presence_coalesce_ms / 1000, self._presence_due, room
-        )
-        task = asyncio.get_running_loop().create_task(self._announce_current(room))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _announce_current(self, room: str) -> None:
-        try:
-            await self._publish_presence(room, await self.presence.users(room))
-        except Exception:
-            # The next change or the heartbeat's expiry check announces the room again.
-            log.warning("coalesced presence announcement failed", exc_info=True)
+    async def _announce_current(self, room: str, _changed: bool) -> None:
+        # Changes came in the interval: announce the room as it is now. Should this fail, the
+        # next change or the heartbeat's expiry check announces the room again.
+        await self._publish_presence(room, await self.presence.users(room))
 
     def _members_by_room(self, rooms: Iterable[str] | None = None) -> dict[str, list[str]]:
         chosen = self.rooms if rooms is None else {r: self.rooms[r] for r in rooms}
@@ -721,7 +626,7 @@ class Gateway:
         if room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {room!r} first")
         await self.limiter.check("read", user, sid)
-        before = self._read_quiet.get((room, user))
+        before = self._read_windows.waiting((room, user))
         position, asked = await reads.move(self.shards, room, user, request.seq)
         if asked and position > 0:
             # Also when a retry finds it moved already: the first append may have failed.
@@ -732,37 +637,16 @@ class Gateway:
 
     async def _announce_read(self, room: str, user: str, position: int, sid: str) -> None:
         """At most one ``read`` per user per room per ``read_coalesce_ms`` from this node."""
-        key = (room, user)
-        interval_s = self.settings.read_coalesce_ms / 1000
-        if interval_s > 0:
-            if key in self._read_quiet:
-                self._read_quiet[key] = (position, sid)  # announced when the interval ends
-                return
-            self._read_quiet[key] = None
-            asyncio.get_running_loop().call_later(interval_s, self._read_due, key)
-        await self._publish_read(room, user, position, sid)
+        if self._read_windows.admit((room, user), (position, sid)):
+            await self._publish_read(room, user, position, sid)
 
     async def _publish_read(self, room: str, user: str, position: int, sid: str) -> None:
         payload = {"room": room, "user": user, "last_read_seq": position}
         await self.fanout.publish(room, READ, payload, skip=sid)
 
-    def _read_due(self, key: tuple[str, str]) -> None:
-        pending = self._read_quiet.pop(key, None)
-        if pending is None:
-            return
-        self._read_quiet[key] = None
-        loop = asyncio.get_running_loop()
-        loop.call_later(self.settings.read_coalesce_ms / 1000, self._read_due, key)
-        task = loop.create_task(self._announce_pending(key, *pending))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _announce_pending(self, key: tuple[str, str], position: int, sid: str) -> None:
-        try:
-            await self._publish_read(key[0], key[1], position, sid)
-        except Exception:
-            # The next read of the user announces the position again.
-            log.warning("coalesced read announcement failed", exc_info=True)
+    async def _announce_pending(self, key: tuple[str, str], moved: tuple[int, str]) -> None:
+        # Should this fail, the user's next read announces the position again.
+        await self._publish_read(*key, *moved)
 
     async def typing(self, sid: str, conn: Connection, payload: Any) -> Ack:
         """Tell the room's other members that this user is (or stopped) typing."""

@@ -12,7 +12,7 @@ from engineio import packet as eio_packet
 
 from chat.settings import Settings
 from realtime.__main__ import gateway_server_options
-from realtime.gateway import Gateway
+from realtime.app import build_gateway
 from realtime.lean import (
     LeanEngineIOServer,
     LeanEvent,
@@ -211,7 +211,7 @@ def test_the_gateway_serves_websockets_with_the_lean_protocol() -> None:
 async def test_the_gateway_makes_lean_engineio_sockets() -> None:
     redis = aioredis.Redis()
     try:
-        gateway = Gateway(Settings(), redis)
+        gateway = build_gateway(Settings(), redis)
         assert isinstance(gateway.sio.eio, LeanEngineIOServer)
         assert isinstance(gateway.sio.eio.create_queue(), LeanQueue)
     finally:

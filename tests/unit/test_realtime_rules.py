@@ -11,8 +11,8 @@ from chat.contract import ContractError, ErrorCode
 from chat.ratelimit import Limit, parse_limits
 from chat.settings import Settings
 from realtime.fanout import accepted_at
-from realtime.gateway import socket_origins
 from realtime.presence import member, parse_member, snapshot
+from realtime.server import socket_origins
 
 pytestmark = pytest.mark.unit
 
