@@ -1,20 +1,18 @@
 """A private stack on one machine: Redis, PostgreSQL, Kafka, gateways, function hosts, haproxy.
 
-``Stack`` composes one service per kind (``devstack.services``) and runs them as a whole: in
-tiers, under a lock of its state dir, with records of what runs and ``endpoints.json``.
+``Stack`` composes one service per kind (``devstack.services``) and runs them as a whole: what a
+start needs, in tiers, provisioned, through the state dir's ``Supervisor``, published in
+``endpoints.json``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +32,14 @@ from devstack.components import (
     redis_mode_from_env,
 )
 from devstack.endpoints import EndpointsFile, dev_secret
-from devstack.ports import SLOTS, Ports, port_free
-from devstack.process import (
-    Record,
-    alive,
-    group_members,
-    signal_group,
-    spawn,
-    start_time,
-    terminate,
-    wait_gone,
-)
+from devstack.ports import SLOTS, Ports
 from devstack.services.base import Service, Site
 from devstack.services.haproxy import LoadBalancer
 from devstack.services.kafka import Kafka
 from devstack.services.nodes import FunctionHosts, Gateways
 from devstack.services.postgres import Postgres
 from devstack.services.redis import Redis
+from devstack.supervisor import Supervisor
 
 # The names other modules, tests and the bench import from here.
 __all__ = [
@@ -98,17 +87,15 @@ class Stack:
         # Off only for throwaway test data: PostgreSQL then skips fsync and full-page writes.
         self.durable = durable
         self._progress = progress
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._extra: dict[str, tuple[str, ...]] = {}
         self._print_lock = threading.Lock()
-        self._lock_depth = 0
-        self._thread_lock = threading.RLock()
         self._clock = time.monotonic()
         self._endpoints = EndpointsFile(self.state_dir / "endpoints.json")
         # Set when a start is abandoned (Ctrl-C, stop): its workers spawn nothing more.
         self._cancel = threading.Event()
         self._inflight: list[Future[bool]] = []
         site = self._site = Site(self.state_dir, ports, durable, self._say)
+        self._supervisor = Supervisor(site, self._cancel)
         # One Redis server, or a Redis Cluster of 3 masters and 3 replicas (redis-1 ... redis-6).
         self.redis = Redis(site, redis_mode)
         self.postgres = Postgres(site)
@@ -239,50 +226,22 @@ class Stack:
 
     # ----- what runs -----
 
-    def _record_path(self, name: str) -> Path:
-        return self.state_dir / "run" / f"{name}.json"
-
-    def _record(self, name: str) -> Record | None:
-        return Record.load(self._record_path(name))
-
-    def _recorded(self) -> list[str]:
-        run_dir = self.state_dir / "run"
-        if not run_dir.is_dir():
-            return []
-        names = []
-        for path in run_dir.glob("*.json"):
-            try:
-                kind_of(path.stem)
-            except ValueError:
-                continue
-            names.append(path.stem)
-        return names
-
     def components(self) -> list[str]:
         """Every component of this stack: configured, started as extra, or found running."""
-        names = dict.fromkeys([*self.configured(), *self._extra, *self._recorded()])
+        names = dict.fromkeys([*self.configured(), *self._extra, *self._supervisor.recorded()])
         return sorted(names, key=order)
-
-    def _running(self, name: str) -> Record | None:
-        record = self._record(name)
-        if record is None:
-            return None
-        child = self._children.get(name)
-        if child is not None:
-            child.poll()  # reaps it if it died, so it does not linger as a zombie
-        return record if alive(record.pid, record.started) else None
 
     def pid(self, name: str) -> int | None:
         """The pid of a running component, None when it does not run."""
         kind_of(name)
-        record = self._running(name)
+        record = self._supervisor.running(name)
         return record.pid if record else None
 
     def endpoints(self) -> dict[str, Any]:
         """Where everything answers, per the operator contract (``.devstack/endpoints.json``)."""
         known = self.components()
         gateways = [n for n in known if kind_of(n)[0] == "gateway"]
-        pids = {n: r.pid for n in known if (r := self._running(n))}
+        pids = {n: r.pid for n in known if (r := self._supervisor.running(n))}
         return {
             "ws_urls": [f"http://{HOST}:{self.component(n).port}" for n in gateways],
             "entry_url": self.entry_url,
@@ -306,7 +265,7 @@ class Stack:
 
     def start(self, components: Iterable[str] | None = None) -> None:
         """Start what is missing of ``components`` (default all) and their dependencies; wait."""
-        with self._locked():
+        with self._supervisor.locked():
             self._clock = time.monotonic()
             self._cancel.clear()
             wanted = self._expand(components)
@@ -384,10 +343,10 @@ class Stack:
             return
         others = [
             name
-            for name in self._recorded()
+            for name in self._supervisor.recorded()
             if kind_of(name)[0] == "redis"
             and name not in self.redis_names()
-            and self._running(name)
+            and self._supervisor.running(name)
         ]
         if others:
             other = "standalone" if self.redis_mode == "cluster" else "cluster"
@@ -411,78 +370,8 @@ class Stack:
         return [name for name, f in futures.items() if f.result()]
 
     def _bring_up(self, name: str) -> bool:
-        component = self.component(name)
-        service = self._services[component.kind]
-        record = self._record(name)
-        if record is not None and alive(record.pid, record.started):
-            # Running already: leave it alone, but it must answer like a fresh one.
-            self._await_healthy(service, component, record)
-            service.after_ready(component)
-            return False
-        if record is not None:
-            self._clear_leftovers(record)
-        for port in service.listens(component):
-            if not port_free(port):
-                raise StackError(
-                    f"{name}: port {HOST}:{port} is taken by another program. Stop that "
-                    f"program, or pick another block of ports with DEVSTACK_PORT_BASE=<port>."
-                )
-        launch = service.prepare(component)
-        if self._cancel.is_set():
-            raise StackError(f"{name}: start cancelled")
-        log = self.log_path(name)
-        child = spawn(launch.argv, log=log, env=self._child_env(name), cwd=REPO, user=launch.user)
-        self._children[name] = child
-        started = _started(child.pid)
-        record = Record(
-            name=name, pid=child.pid, started=started, port=component.port, argv=tuple(launch.argv)
-        )
-        record_path = self._record_path(name)
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record.save(record_path)
-        self._say(f"{name}: starting on {HOST}:{component.port} (pid {child.pid})")
-        self._await_healthy(service, component, record)
-        service.after_ready(component)
-        self._say(f"{name}: ready")
-        return True
-
-    def _clear_leftovers(self, record: Record) -> None:
-        """A dead component may leave processes behind (PostgreSQL backends); end them."""
-        deadline = time.monotonic() + 5.0
-        while group_members(record.pid) and time.monotonic() < deadline:
-            signal_group(record.pid, signal.SIGKILL)
-            time.sleep(0.05)
-        self._reap(record.name)
-        self._record_path(record.name).unlink(missing_ok=True)
-
-    def _reap(self, name: str) -> None:
-        child = self._children.pop(name, None)
-        if child is not None:
-            with suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=5)
-
-    def _await_healthy(self, service: Service, component: Component, record: Record) -> None:
-        probe = service.probe(component)
-        timeout = service.start_timeout_s
-        deadline = time.monotonic() + timeout
-        child = self._children.get(component.name)
-        while not probe():
-            if self._cancel.is_set():
-                raise StackError(f"{component.name}: start cancelled")
-            if child is not None:
-                child.poll()
-            if not alive(record.pid, record.started):
-                code = (
-                    f" with code {child.returncode}"
-                    if child and child.returncode is not None
-                    else ""
-                )
-                raise service.failure(component, f"exited{code} before answering its health check")
-            if time.monotonic() >= deadline:
-                raise service.failure(
-                    component, f"did not answer its health check within {timeout:.0f}s"
-                )
-            time.sleep(0.1)
+        service = self._service(name)
+        return self._supervisor.bring_up(service, self.component(name), self._child_env(name))
 
     def _argv_for(self, component: Component) -> tuple[str, ...]:
         """A node's command: as started (an extra node), else its kind's default."""
@@ -490,7 +379,7 @@ class Stack:
             return self._extra[component.name]
         if component.name not in self.configured():
             # An extra node started by another process: restart it as it was started.
-            record = self._record(component.name)
+            record = self._supervisor.record(component.name)
             if record is not None:
                 return record.argv
         nodes = self.gateway_nodes if component.kind == "gateway" else self.function_nodes
@@ -505,7 +394,7 @@ class Stack:
     def stop(self, components: Iterable[str] | None = None) -> None:
         """Stop ``components`` (default: all this state dir runs): the entry first, data last."""
         self.cancel()
-        with self._locked():
+        with self._supervisor.locked():
             self._clock = time.monotonic()
             if components is None:
                 names = self.components()
@@ -514,7 +403,11 @@ class Stack:
                 names = sorted(dict.fromkeys(members), key=order)
             try:
                 for tier in (2, 1, 0):
-                    batch = [n for n in names if self._service(n).tier == tier and self._record(n)]
+                    batch = [
+                        n
+                        for n in names
+                        if self._service(n).tier == tier and self._supervisor.record(n)
+                    ]
                     if batch:
                         with ThreadPoolExecutor(max_workers=len(batch)) as pool:
                             list(pool.map(self._stop_one, batch))
@@ -530,22 +423,7 @@ class Stack:
             self._inflight = []
 
     def _stop_one(self, name: str) -> None:
-        record = self._record(name)
-        if record is None:
-            return
-        service = self._service(name)
-        was_running = alive(record.pid, record.started)
-        clean = terminate(
-            record.pid,
-            record.started,
-            first=service.stop_signal,
-            grace=service.stop_grace_s,
-            child=self._children.pop(name, None),
-        )
-        self._record_path(name).unlink(missing_ok=True)
-        if was_running:
-            service.after_stop(self.component(name), clean)
-            self._say(f"{name}: stopped")
+        self._supervisor.stop(self._service(name), self.component(name))
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to a component's process group (a crash by default); SIGKILL waits.
@@ -553,60 +431,15 @@ class Stack:
         ``redis`` of a cluster stands for all its nodes; ``redis-<n>`` is one node.
         """
         members = self._members(name)
-        with self._locked():
-            records = [r for member in members if (r := self._running(member))]
+        with self._supervisor.locked():
+            records = [r for member in members if (r := self._supervisor.running(member))]
             if not records:
                 raise StackError(f"{name} is not running")
-            for record in records:
-                signal_group(record.pid, sig)
-            if sig == signal.SIGKILL:
-                for record in records:
-                    child = self._children.get(record.name)
-                    wait_gone(record.pid, record.started, 10.0, child)
-                    self._clear_leftovers(record)
+            self._supervisor.kill(records, sig)
             self._publish()
 
     # ----- helpers -----
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One start/stop at a time per state dir, across processes (a file lock) and threads."""
-        with self._thread_lock:
-            if self._lock_depth:
-                self._lock_depth += 1
-                try:
-                    yield
-                finally:
-                    self._lock_depth -= 1
-                return
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            with (self.state_dir / ".lock").open("w") as handle:
-                deadline = time.monotonic() + 600
-                while True:
-                    try:
-                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise StackError(
-                                f"another devstack command holds {handle.name}"
-                            ) from None
-                        time.sleep(0.2)
-                self._lock_depth = 1
-                try:
-                    yield
-                finally:
-                    self._lock_depth = 0
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-
     def _say(self, message: str) -> None:
         with self._print_lock:
             self._progress(f"[{time.monotonic() - self._clock:5.1f}s] {message}")
-
-
-def _started(pid: int) -> int:
-    value = start_time(pid)
-    if value is None:
-        # It died at once; a start time of -1 never matches, so it reads as not running.
-        return -1
-    return value
