@@ -24,6 +24,7 @@ from chat.shards import RedisClient, Shards
 from realtime.fanout import PacketWriter, RoomFanout
 from realtime.gateway import Gateway
 from realtime.intake import SendIntake
+from realtime.outcomes import Outcomes
 from realtime.presence import Presence
 from realtime.server import socket_server
 from realtime.web import web_routes
@@ -56,6 +57,10 @@ def build_gateway(settings: Settings, redis: RedisClient) -> Gateway:
     shards = Shards(settings, redis)
     limiter = RateLimiter(shards, parse_limits(settings.rate_limits))
     sio = socket_server(settings)
+    fanout = RoomFanout(shards, PacketWriter(sio, settings.max_outbound_packets))
+    # Op frames of a room's channel answer the sends and ops waiting for their outcome here.
+    outcomes = Outcomes()
+    fanout.on_op = outcomes.deliver
     return Gateway(
         settings,
         sio=sio,
@@ -64,7 +69,8 @@ def build_gateway(settings: Settings, redis: RedisClient) -> Gateway:
         limiter=limiter,
         intake=SendIntake(limiter, shards, settings),
         presence=Presence(shards, settings.node_id, settings.presence_ttl_s),
-        fanout=RoomFanout(shards, PacketWriter(sio, settings.max_outbound_packets)),
+        fanout=fanout,
+        outcomes=outcomes,
     )
 
 

@@ -44,6 +44,7 @@ from realtime import metrics, reads
 from realtime.coalesce import QuietWindows
 from realtime.fanout import RoomFanout
 from realtime.intake import SendIntake
+from realtime.outcomes import Outcomes
 from realtime.presence import Presence, Snapshot, parse_member
 from realtime.server import GatewayServer
 
@@ -80,6 +81,7 @@ class Gateway:
         intake: SendIntake,
         presence: Presence,
         fanout: RoomFanout,
+        outcomes: Outcomes,
     ) -> None:
         self.settings = settings
         self.sio = sio
@@ -90,9 +92,7 @@ class Gateway:
         self.intake = intake
         self.presence = presence
         self.fanout = fanout
-        self.fanout.on_op = self._on_op
-        # op id -> the calls waiting for that op's outcome (an op frame on the room's channel)
-        self._waiting: dict[str, list[asyncio.Future[frames.OpOutcome]]] = {}
+        self.outcomes = outcomes
         # Per (room, user): the position (and the socket that moved it) waiting to be announced.
         self._read_windows: QuietWindows[tuple[str, str], tuple[int, str]] = QuietWindows(
             settings.read_coalesce_ms / 1000, self._announce_pending, "read"
@@ -533,41 +533,21 @@ class Gateway:
 
     # ----- edits, deletes, reactions -----
 
-    def _on_op(self, packet: str) -> None:
-        """An op's outcome arrived on its room's channel: answer whoever waits for it here."""
-        try:
-            outcome = frames.decode_op(packet)
-        except frames.FrameError:
-            log.warning("dropped a malformed op frame")
-            return
-        for future in self._waiting.pop(outcome.op, ()):
-            if not future.done():
-                future.set_result(outcome)
-
     async def _sequenced(
         self, sid: str, conn: Connection, fields: dict[str, str], op: str, retry_with: str
     ) -> frames.OpOutcome:
         """Append an op and wait (bounded) for the outcome the message function publishes."""
-        future: asyncio.Future[frames.OpOutcome] = asyncio.get_running_loop().create_future()
-        # Registered before the append: the outcome cannot come before anyone waits for it.
-        self._waiting.setdefault(op, []).append(future)
-        try:
-            raise_if_limited("send", await self.intake.accept(conn.identity.user, sid, fields))
-            async with asyncio.timeout(self.settings.op_ack_timeout_s):
-                return await future
-        except TimeoutError:
-            raise ContractError(
-                ErrorCode.UNAVAILABLE,
-                f"no outcome within {self.settings.op_ack_timeout_s} s: retry with the same "
-                f"{retry_with} (it is applied once)",
-            ) from None
-        finally:
-            waiting = self._waiting.get(op)
-            if waiting is not None:
-                with contextlib.suppress(ValueError):
-                    waiting.remove(future)
-                if not waiting:
-                    del self._waiting[op]
+        with self.outcomes.expect(op) as outcome:
+            try:
+                raise_if_limited("send", await self.intake.accept(conn.identity.user, sid, fields))
+                async with asyncio.timeout(self.settings.op_ack_timeout_s):
+                    return await outcome
+            except TimeoutError:
+                raise ContractError(
+                    ErrorCode.UNAVAILABLE,
+                    f"no outcome within {self.settings.op_ack_timeout_s} s: retry with the same "
+                    f"{retry_with} (it is applied once)",
+                ) from None
 
     async def _apply(
         self, sid: str, conn: Connection, request: EditRequest | DeleteRequest | ReactRequest
