@@ -41,12 +41,10 @@ def load_registry(spec: str) -> dict[str, Function]:
     items = list(found.values()) if isinstance(found, Mapping) else list(found)
     if not all(isinstance(fn, Function) for fn in items):
         raise ValueError(f"{spec} must hold Function declarations")
-    index: dict[str, Function] = {}
-    for fn in items:
-        if fn.name in index:
-            raise ValueError(f"{spec}: function name {fn.name!r} is declared twice")
-        index[fn.name] = fn
-    return index
+    try:
+        return registry.index(items)
+    except ValueError as exc:
+        raise ValueError(f"{spec}: {exc}") from None
 
 
 def select(functions: Mapping[str, Function], only: Sequence[str]) -> list[Function]:
