@@ -71,13 +71,18 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 def _host(args: argparse.Namespace, functions: Mapping[str, Function]) -> int:
     from functions.runtime.host import Host
 
-    host = Host(
-        select(functions, _names(args.only)),
-        Deps(Settings.from_env()),
-        host=args.host,
-        port=args.port,
-        shutdown_grace_s=args.grace,
-    )
+    try:
+        host = Host(
+            select(functions, _names(args.only)),
+            Deps(Settings.from_env()),
+            host=args.host,
+            port=args.port,
+            shutdown_grace_s=args.grace,
+        )
+    except ValueError as exc:
+        # A setting, or an HTTP route without its endpoint: nothing has started yet.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     run_loop(host.serve())
     return 0
 

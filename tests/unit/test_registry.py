@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from chat.settings import Settings
 from functions import registry
+from functions.__main__ import main
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime.http import build_app
@@ -100,6 +101,18 @@ def test_a_route_without_its_endpoint_fails_the_build_and_names_the_route(endpoi
     fn = _http_fn("probe", ("GET /ok", "served"), ("GET /rooms/{room}/x", endpoint))
     with pytest.raises(ValueError, match=rf"'GET /rooms/{{room}}/x' is not served.*{endpoint}"):
         function_app(fn, _deps())
+
+
+UNSERVED = [_http_fn("probe", ("GET /rooms/{room}/x", "missing"))]
+
+
+def test_a_host_with_an_unserved_route_refuses_to_start_and_says_which(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CHAT_DEV_AUTH", "true")
+    code = main(["--registry", "test_registry:UNSERVED", "host", "--port", "0"])
+    assert code == 2
+    assert "'GET /rooms/{room}/x' is not served" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
