@@ -24,9 +24,9 @@ import psycopg
 from bench.persist import private_services
 from chat import names
 from chat.settings import Settings
-from functions import deps as deps_module
 from functions.deps import Deps
-from functions.history import app
+from functions.registry import get
+from functions.web import function_app
 
 # Text, sender and time derive from the seq, so rows are realistic without a client in the loop.
 _LOAD = """
@@ -117,13 +117,14 @@ async def run(args: argparse.Namespace, dsn: str, redis_url: str) -> None:
             rate_limits="http.user=1000000:1000000",
         )
     )
-    deps_module.install(deps)
     rng = random.Random(3)
     try:
         print("filling the recent logs ...", flush=True)
         await fill_recent_logs(deps, prefix, args.rooms, 200, dsn)
         http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://bench", headers={"X-User": "b"}
+            transport=httpx.ASGITransport(app=function_app(get("history"), deps)),
+            base_url="http://bench",
+            headers={"X-User": "b"},
         )
         raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 

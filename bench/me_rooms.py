@@ -22,9 +22,10 @@ import psycopg
 from bench.history import percentile
 from bench.persist import private_services
 from chat.settings import Settings
-from functions import deps as deps_module
 from functions.deps import Deps
-from functions.history import _MY_ROOMS, app
+from functions.registry import get
+from functions.store.history import MY_ROOMS
+from functions.web import function_app
 
 _LOAD = """
 INSERT INTO rooms (name, last_seq)
@@ -72,11 +73,10 @@ async def run(args: argparse.Namespace, dsn: str, redis_url: str) -> None:
             rate_limits="http.user=1000000:1000000",
         )
     )
-    deps_module.install(deps)
     samples: list[float] = []
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
+            transport=httpx.ASGITransport(app=function_app(get("history"), deps)),
             base_url="http://bench",
             headers={"X-User": user},
             timeout=60,
@@ -107,7 +107,7 @@ async def run(args: argparse.Namespace, dsn: str, redis_url: str) -> None:
             query: list[float] = []
             for _ in range(args.requests):
                 t0 = time.perf_counter()
-                conn.execute(_MY_ROOMS, (user,)).fetchall()
+                conn.execute(MY_ROOMS, (user,)).fetchall()
                 query.append((time.perf_counter() - t0) * 1000)
     finally:
         await deps.aclose()

@@ -41,12 +41,10 @@ def load_registry(spec: str) -> dict[str, Function]:
     items = list(found.values()) if isinstance(found, Mapping) else list(found)
     if not all(isinstance(fn, Function) for fn in items):
         raise ValueError(f"{spec} must hold Function declarations")
-    index: dict[str, Function] = {}
-    for fn in items:
-        if fn.name in index:
-            raise ValueError(f"{spec}: function name {fn.name!r} is declared twice")
-        index[fn.name] = fn
-    return index
+    try:
+        return registry.index(items)
+    except ValueError as exc:
+        raise ValueError(f"{spec}: {exc}") from None
 
 
 def select(functions: Mapping[str, Function], only: Sequence[str]) -> list[Function]:
@@ -73,13 +71,18 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
 def _host(args: argparse.Namespace, functions: Mapping[str, Function]) -> int:
     from functions.runtime.host import Host
 
-    host = Host(
-        select(functions, _names(args.only)),
-        Deps(Settings.from_env()),
-        host=args.host,
-        port=args.port,
-        shutdown_grace_s=args.grace,
-    )
+    try:
+        host = Host(
+            select(functions, _names(args.only)),
+            Deps(Settings.from_env()),
+            host=args.host,
+            port=args.port,
+            shutdown_grace_s=args.grace,
+        )
+    except ValueError as exc:
+        # A setting, or an HTTP route without its endpoint: nothing has started yet.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     run_loop(host.serve())
     return 0
 

@@ -1,4 +1,7 @@
-"""The composition root of a function process: settings and clients, created once, lazily."""
+"""The composition root of a function process: settings and clients, created once, lazily.
+
+The host (or the Lambda runtime) builds one ``Deps`` and hands it to every handler it calls.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from chat.settings import Settings
 from chat.shards import RedisClient, Shards
 from functions.forwarding import Forwarder, OutRecord
 
-__all__ = ["DeliveryError", "Deps", "OutRecord", "current", "install"]
+__all__ = ["DeliveryError", "Deps", "OutRecord"]
 
 
 class DeliveryError(RuntimeError):
@@ -140,20 +143,3 @@ class Deps:
             await asyncio.to_thread(self._forwarder.close, 10)
         elif self._producer is not None:
             await asyncio.to_thread(self._producer.flush, 10)
-
-
-_current: Deps | None = None
-
-
-def current() -> Deps:
-    """The process-wide Deps, built from the environment on first use."""
-    global _current
-    if _current is None:
-        _current = Deps(Settings.from_env())
-    return _current
-
-
-def install(deps: Deps) -> None:
-    """Make ``deps`` the process-wide Deps (an explicit setting beats the environment)."""
-    global _current
-    _current = deps

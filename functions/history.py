@@ -9,6 +9,7 @@ persistence lag). ``/events`` is the room's event log itself: every kind, each w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -17,118 +18,33 @@ from starlette.responses import JSONResponse, Response
 
 from chat import frames, names
 from chat.auth import Identity
-from chat.contract import ContractError, Message, check_message_id, iso_ms
-from functions import deps as deps_module
+from chat.contract import ContractError, check_message_id, iso_ms
+from functions.deps import Deps
 from functions.retention import cutoff_for
-from functions.web import bad, error_response, identify, int_param, json_app, readable_room
+from functions.store import history as store
+from functions.store.history import HistoryMessage
+from functions.web import bad, error_response, identify, int_param, readable_room
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 
-__all__ = ["app", "error_response", "events", "messages", "my_rooms"]
-
-
-class HistoryMessage(Message, frozen=True):
-    """A message as history pages show it: the live fields and its current state."""
-
-    version: int = 1
-    edited_at: str | None = None
-    deleted: bool = False
-    reactions: dict[str, int] = msgspec.field(default_factory=dict)
-    reply_count: int = 0
-
-
-# Both pages read the (room, seq) unique index as a range: a page costs `limit` index entries
-# whatever the room's size, and a page boundary is a seq, never an offset, so messages arriving
-# meanwhile never shift a page (no gap, no duplicate). Reaction counts and reply counts are one
-# index probe per message of the page (reactions' primary key, the reply_to index).
-_COLUMNS = """
-m.id::text, m.room, m.seq, m.sender, m.text, m.client_msg_id, m.created_at, m.reply_to::text,
-m.version, m.edited_at, m.deleted,
-(SELECT coalesce(jsonb_object_agg(emoji, n), '{}'::jsonb) FROM (
-    SELECT emoji, count(*) AS n FROM reactions r WHERE r.message_id = m.id AND r."on"
-    GROUP BY emoji) counts),
-(SELECT count(*) FROM messages c WHERE c.reply_to = m.id AND NOT c.deleted)
-"""
-_AFTER = f"SELECT {_COLUMNS} FROM messages m WHERE room = %s AND seq > %s ORDER BY seq LIMIT %s"
-_UP_TO = (
-    f"SELECT {_COLUMNS} FROM messages m WHERE room = %s AND seq <= %s ORDER BY seq DESC LIMIT %s"
-)
-_THREAD = (
-    f"SELECT {_COLUMNS} FROM messages m"
-    " WHERE reply_to = %s AND room = %s AND seq > %s ORDER BY seq LIMIT %s"
-)
-# The event log after a seq: messages (as stored now) and the other events, merged by seq.
-_EVENTS = """
-(SELECT seq, NULL::jsonb AS payload, id::text, sender, text, client_msg_id, created_at,
-        reply_to::text
- FROM messages WHERE room = %(room)s AND seq > %(after)s ORDER BY seq LIMIT %(limit)s)
-UNION ALL
-(SELECT seq, payload, NULL, NULL, NULL, NULL, NULL, NULL
- FROM room_events WHERE room = %(room)s AND seq > %(after)s ORDER BY seq LIMIT %(limit)s)
-ORDER BY seq LIMIT %(limit)s
-"""
-# Rooms read up to their last seq cost nothing; the others count their unread messages
-# through the (room, seq) index, from the read position on.
-_MY_ROOMS = """
-SELECT m.room, r.last_seq, m.last_read_seq,
-       CASE WHEN r.last_seq <= m.last_read_seq THEN 0 ELSE (
-           SELECT count(*) FROM messages x
-           WHERE x.room = m.room AND x.seq > m.last_read_seq
-             AND x.sender <> m.user_id AND NOT x.deleted)
-       END
-FROM memberships m JOIN rooms r ON r.name = m.room
-WHERE m.user_id = %s
-ORDER BY m.room
-"""
-
-
-def _iso(ts: Any) -> str | None:
-    return None if ts is None else iso_ms(ts)
-
-
-def _row_to_message(row: tuple[Any, ...]) -> HistoryMessage:
-    (
-        msg_id,
-        room,
-        seq,
-        sender,
-        text,
-        client_msg_id,
-        created_at,
-        reply_to,
-        version,
-        edited_at,
-        deleted,
-        reactions,
-        reply_count,
-    ) = row
-    return HistoryMessage(
-        id=msg_id,
-        room=room,
-        seq=seq,
-        sender=sender,
-        text=text,
-        client_msg_id=client_msg_id,
-        ts=_iso(created_at) or "",
-        reply_to=reply_to,
-        version=version,
-        edited_at=_iso(edited_at),
-        deleted=deleted,
-        reactions=reactions,
-        reply_count=reply_count,
-    )
+__all__ = ["HistoryMessage", "error_response", "events", "messages", "my_rooms"]
 
 
 _decode_history = msgspec.json.Decoder(HistoryMessage).decode
 
 
 async def _recent_entries(
-    room: str, low: int, high: int | None, wanted: int, newest_first: bool, messages_only: bool
+    deps: Deps,
+    room: str,
+    low: int,
+    high: int | None,
+    wanted: int,
+    newest_first: bool,
+    messages_only: bool,
 ) -> list[tuple[int, str, str]]:
     """(seq, event, JSON) of the room's recent log with ``low <= seq <= high``, up to ``wanted``
     (messages only when asked: reading on past the other events, within the log's length)."""
-    deps = deps_module.current()
     redis: Any = deps.redis
     key = names.recent_log_key(room)
     lo, hi = f"{low}-0", ("+" if high is None else f"{high}-0")
@@ -159,8 +75,8 @@ async def _recent_entries(
     return out[:wanted] if len(out) > wanted else out
 
 
-def _fresh(ts: str) -> bool:
-    days = deps_module.current().settings.retention_days
+def _fresh(deps: Deps, ts: str) -> bool:
+    days = deps.settings.retention_days
     if days <= 0:
         return True
     # Retention trims the recent logs after deleting rows; until then, and whatever happens
@@ -170,22 +86,26 @@ def _fresh(ts: str) -> bool:
 
 
 async def _recent(
-    room: str, low: int, high: int | None, limit: int, newest_first: bool
+    deps: Deps, room: str, low: int, high: int | None, limit: int, newest_first: bool
 ) -> list[HistoryMessage]:
     """Messages from the room's recent log with ``low <= seq <= high``, as they were sent."""
     out: list[HistoryMessage] = []
-    for _seq, _event, raw in await _recent_entries(room, low, high, limit, newest_first, True):
+    for _seq, _event, raw in await _recent_entries(
+        deps, room, low, high, limit, newest_first, True
+    ):
         try:
             message = _decode_history(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue  # the stored copy answers for it
-        if _fresh(message.ts):
+        if _fresh(deps, message.ts):
             out.append(message)
     return out
 
 
-def _params(request: Request, identity: Identity) -> tuple[str, int, int | None, int | None]:
-    room = readable_room(request, identity)
+def _params(
+    request: Request, identity: Identity, deps: Deps
+) -> tuple[str, int, int | None, int | None]:
+    room = readable_room(request, identity, deps.settings)
     limit = int_param(request, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
     assert limit is not None
     before = int_param(request, "before_seq", 1)
@@ -204,11 +124,12 @@ class _Page(msgspec.Struct):
 _encode = msgspec.json.Encoder().encode
 
 
-async def _stored(sql: str, params: tuple[object, ...]) -> list[HistoryMessage]:
-    pool = await deps_module.current().pool()
+async def _stored(
+    deps: Deps, read: Callable[..., Awaitable[list[HistoryMessage]]], *args: Any
+) -> list[HistoryMessage]:
+    pool = await deps.pool()
     async with pool.connection() as conn:
-        cur = await conn.execute(sql, params)
-        return [_row_to_message(r) for r in await cur.fetchall()]
+        return await read(conn, *args)
 
 
 def _thread_param(request: Request) -> str | None:
@@ -221,28 +142,30 @@ def _thread_param(request: Request) -> str | None:
         raise bad("thread must be a message id") from None
 
 
-async def messages(request: Request) -> Response:
+async def messages(request: Request, deps: Deps) -> Response:
     """GET /rooms/{room}/messages: newest page, older pages (before_seq), catch-up (after_seq),
     or a thread (thread=<id>: the replies to that message, ascending, after after_seq)."""
-    room, limit, before, after = _params(request, await identify(request))
+    room, limit, before, after = _params(request, await identify(request, deps), deps)
     thread = _thread_param(request)
     if thread is not None:
         if before is not None:
             raise bad("a thread pages with after_seq")
-        return await _thread(room, thread, after or 0, limit)
+        return await _thread(deps, room, thread, after or 0, limit)
     # PostgreSQL and the recent log are read at the same time: a page costs one round trip.
     if after is not None:
         stored, recent = await asyncio.gather(
-            _stored(_AFTER, (room, after, limit)),
-            _recent(room, after + 1, None, limit, newest_first=False),
+            _stored(deps, store.messages_after, room, after, limit),
+            _recent(deps, room, after + 1, None, limit, newest_first=False),
         )
     else:
         upper = (before - 1) if before is not None else None
         if upper is not None and upper < 1:
             return JSONResponse({"room": room, "messages": [], "next_before_seq": None})
         stored, recent = await asyncio.gather(
-            _stored(_UP_TO, (room, upper if upper is not None else 2**62, limit)),
-            _recent(room, 1, upper, limit, newest_first=True),
+            _stored(
+                deps, store.messages_up_to, room, store.NEWEST if upper is None else upper, limit
+            ),
+            _recent(deps, room, 1, upper, limit, newest_first=True),
         )
 
     # While persistence lags, the newest messages are only in the recent log: merge by seq.
@@ -255,10 +178,10 @@ async def messages(request: Request) -> Response:
     return Response(_encode(page), media_type="application/json")
 
 
-async def _thread(room: str, parent: str, after: int, limit: int) -> Response:
+async def _thread(deps: Deps, room: str, parent: str, after: int, limit: int) -> Response:
     stored, recent = await asyncio.gather(
-        _stored(_THREAD, (parent, room, after, limit)),
-        _recent(room, after + 1, None, deps_module.current().settings.recent_log_len, False),
+        _stored(deps, store.replies_after, room, parent, after, limit),
+        _recent(deps, room, after + 1, None, deps.settings.recent_log_len, False),
     )
     by_seq = {m.seq: m for m in recent if m.reply_to == parent}
     by_seq.update((m.seq, m) for m in stored)
@@ -267,21 +190,20 @@ async def _thread(room: str, parent: str, after: int, limit: int) -> Response:
     return Response(_encode(body), media_type="application/json")
 
 
-async def events(request: Request) -> Response:
+async def events(request: Request, deps: Deps) -> Response:
     """GET /rooms/{room}/events?after_seq=&limit=: every event kind after a seq, ascending."""
-    room = readable_room(request, await identify(request))
+    room = readable_room(request, await identify(request, deps), deps.settings)
     limit = int_param(request, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
     after = int_param(request, "after_seq", 0, default=0)
     assert limit is not None and after is not None
-    pool = await deps_module.current().pool()
+    pool = await deps.pool()
 
-    async def stored() -> list[tuple[Any, ...]]:
+    async def stored() -> dict[int, dict[str, Any]]:
         async with pool.connection() as conn:
-            cur = await conn.execute(_EVENTS, {"room": room, "after": after, "limit": limit})
-            return await cur.fetchall()
+            return await store.events_after(conn, room, after, limit)
 
     rows, recent = await asyncio.gather(
-        stored(), _recent_entries(room, after + 1, None, limit, False, False)
+        stored(), _recent_entries(deps, room, after + 1, None, limit, False, False)
     )
     by_seq: dict[int, bytes] = {}
     for seq, event, raw in recent:
@@ -289,23 +211,7 @@ async def events(request: Request) -> Response:
             by_seq[seq] = _typed("message", raw.encode())
         else:
             by_seq[seq] = raw.encode()
-    for seq, payload, *message in rows:
-        if payload is not None:
-            by_seq[seq] = _encode(payload)
-            continue
-        msg_id, sender, text, client_msg_id, created_at, reply_to = message
-        item = {
-            "type": "message",
-            "id": msg_id,
-            "room": room,
-            "seq": seq,
-            "sender": sender,
-            "text": text,
-            "client_msg_id": client_msg_id,
-            "ts": _iso(created_at),
-            "reply_to": reply_to,
-        }
-        by_seq[seq] = _encode(item)
+    by_seq.update((seq, _encode(item)) for seq, item in rows.items())
     seqs = sorted(by_seq)[:limit]
     body = b'{"room":' + _encode(room) + b',"events":[' + b",".join(by_seq[s] for s in seqs)
     body += b'],"next_after_seq":' + (str(seqs[-1]).encode() if seqs else b"null") + b"}"
@@ -317,27 +223,10 @@ def _typed(event: str, raw: bytes) -> bytes:
     return b'{"type":' + _encode(event) + b"," + raw[1:]
 
 
-async def my_rooms(request: Request) -> Response:
+async def my_rooms(request: Request, deps: Deps) -> Response:
     """GET /me/rooms: the caller's rooms with their last seq, read position and unread count."""
-    identity = await identify(request)
-    pool = await deps_module.current().pool()
-    async with pool.connection() as conn, conn.transaction():
-        # The planner prices the count for every room, read or not, and would JIT-compile
-        # the query: at 10,000 rooms the compilation costs several times the execution.
-        await conn.execute("SET LOCAL jit = off")
-        cur = await conn.execute(_MY_ROOMS, (identity.user,))
-        rows = await cur.fetchall()
-    rooms = [
-        {"room": room, "last_seq": last, "last_read_seq": read, "unread": unread}
-        for room, last, read, unread in rows
-    ]
+    identity = await identify(request, deps)
+    pool = await deps.pool()
+    async with pool.connection() as conn:
+        rooms = await store.my_rooms(conn, identity.user)
     return Response(_encode({"rooms": rooms}), media_type="application/json")
-
-
-app = json_app(
-    [
-        ("/rooms/{room}/messages", messages, ["GET"]),
-        ("/rooms/{room}/events", events, ["GET"]),
-        ("/me/rooms", my_rooms, ["GET"]),
-    ]
-)

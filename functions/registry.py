@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from chat import names
-from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule, Trigger, check_name
+from functions.triggers import (
+    HttpRoute,
+    KafkaTopic,
+    RedisStream,
+    Route,
+    Schedule,
+    Trigger,
+    check_name,
+    check_routes,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Function:
-    """A function: what runs (``handler``: ``module:attribute``), when, within which bounds.
+    """A function: what runs (``handler``), when, within which bounds.
 
-    Batch handlers (stream and topic triggers) are ``async def handle(batch, deps)`` over
-    typed records (``functions.batch``) returning ``BatchResult | None``; HTTP handlers are
-    ASGI apps; scheduled handlers are ``async def run(deps) -> None``.
+    Every handler gets the process's ``Deps`` as an argument. Batch handlers (stream and topic
+    triggers) are ``async def handle(batch, deps)`` over typed records (``functions.batch``)
+    returning ``BatchResult | None``; scheduled handlers are ``async def run(deps) -> None``;
+    both are named ``module:attribute``. An HTTP function's handler is a module, and each of
+    its routes names the endpoint there that serves it: ``async def name(request, deps) ->
+    Response`` (``functions.web`` builds the app from the routes).
     """
 
     name: str
@@ -30,7 +43,13 @@ class Function:
     def __post_init__(self) -> None:
         check_name(self.name)
         module, sep, attr = self.handler.partition(":")
-        if not sep or not module or not attr.isidentifier():
+        if isinstance(self.trigger, HttpRoute):
+            if sep or not all(part.isidentifier() for part in module.split(".")):
+                raise ValueError(
+                    f"Function {self.name}: handler {self.handler!r} must be the module of "
+                    "the routes' endpoints ('package.module')"
+                )
+        elif not sep or not module or not attr.isidentifier():
             raise ValueError(
                 f"Function {self.name}: handler {self.handler!r} must be 'module:attribute'"
             )
@@ -40,9 +59,10 @@ class Function:
             )
 
     def load(self) -> Any:
-        """Import and return the handler object."""
+        """Import and return the handler object (an HTTP function's: its module)."""
         module, _, attr = self.handler.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        loaded = importlib.import_module(module)
+        return getattr(loaded, attr) if attr else loaded
 
 
 FUNCTIONS: tuple[Function, ...] = (
@@ -81,35 +101,41 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     Function(
         name="history",
-        handler="functions.history:app",
+        handler="functions.history",
         trigger=HttpRoute(
-            routes=("GET /rooms/{room}/messages", "GET /rooms/{room}/events", "GET /me/rooms")
+            routes=(
+                Route("GET /rooms/{room}/messages", "messages"),
+                Route("GET /rooms/{room}/events", "events"),
+                Route("GET /me/rooms", "my_rooms"),
+            )
         ),
         timeout_s=10.0,
         description="Room history pages, threads, the event catch-up and the caller's rooms.",
     ),
     Function(
         name="search",
-        handler="functions.search:app",
-        trigger=HttpRoute(routes=("GET /rooms/{room}/search",)),
+        handler="functions.search",
+        trigger=HttpRoute(routes=(Route("GET /rooms/{room}/search", "search"),)),
         timeout_s=10.0,
         description="Full-text search of a room's stored messages, ranked, paged by cursor.",
     ),
     Function(
         name="rooms",
-        handler="functions.rooms:app",
-        trigger=HttpRoute(routes=("GET /rooms/{room}", "PUT /rooms/{room}")),
+        handler="functions.rooms",
+        trigger=HttpRoute(
+            routes=(Route("GET /rooms/{room}", "room_info"), Route("PUT /rooms/{room}", "put_room"))
+        ),
         timeout_s=10.0,
         description="Create a room with a display name; read a room's metadata.",
     ),
     Function(
         name="analytics",
-        handler="functions.analytics:app",
+        handler="functions.analytics",
         trigger=HttpRoute(
             routes=(
-                "GET /analytics/rooms/{room}/daily",
-                "GET /analytics/active-users",
-                "GET /analytics/busiest-rooms",
+                Route("GET /analytics/rooms/{room}/daily", "room_daily"),
+                Route("GET /analytics/active-users", "active_users"),
+                Route("GET /analytics/busiest-rooms", "busiest_rooms"),
             )
         ),
         timeout_s=10.0,
@@ -125,16 +151,23 @@ FUNCTIONS: tuple[Function, ...] = (
 )
 
 
-def _index(functions: tuple[Function, ...]) -> dict[str, Function]:
-    index: dict[str, Function] = {}
+def index(functions: Iterable[Function]) -> dict[str, Function]:
+    """Functions by name; a name, or an HTTP route, declared twice is an error."""
+    found: dict[str, Function] = {}
     for fn in functions:
-        if fn.name in index:
+        if fn.name in found:
             raise ValueError(f"function name {fn.name!r} is declared twice")
-        index[fn.name] = fn
-    return index
+        found[fn.name] = fn
+    check_routes(
+        r.route
+        for fn in found.values()
+        if isinstance(fn.trigger, HttpRoute)
+        for r in fn.trigger.routes
+    )
+    return found
 
 
-REGISTRY: dict[str, Function] = _index(FUNCTIONS)
+REGISTRY: dict[str, Function] = index(FUNCTIONS)
 
 
 def get(name: str) -> Function:

@@ -16,27 +16,13 @@ from psycopg_pool import AsyncConnectionPool
 from chat import names
 from chat.shards import RedisClient
 from functions.deps import Deps
+from functions.store import retention as store
 
 log = logging.getLogger("functions.retention")
 
 # Time left for the delete loop under the function's timeout; the rest waits for the next tick.
 BUDGET_S = 40.0
 
-# The oldest day that still has messages, from the analytics rollup's day index: no scan.
-_OLDEST_DAY = "SELECT min(day) FROM room_daily_stats WHERE day < %s"
-# One batch within a time slice. The created_at BRIN index reads only the slice's block
-# ranges, so the rows a previous batch left dead are not read again by every later batch.
-# SKIP LOCKED lets a second runner (or a writer on an old row) pass instead of queueing.
-_DELETE_BATCH = """
-DELETE FROM messages WHERE id IN (
-    SELECT id FROM messages WHERE created_at >= %s AND created_at < %s
-    LIMIT %s FOR UPDATE SKIP LOCKED
-)
-RETURNING room, seq
-"""
-# Activity rows of the removed days: the messages are gone, so are the figures about them.
-# (Room counters follow the deleted rows through the analytics trigger.)
-_DELETE_ACTIVITY = "DELETE FROM user_daily_activity WHERE day < %s"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -84,8 +70,7 @@ async def _delete_slice(
     deleted = 0
     while time.monotonic() < deadline:
         async with pool.connection() as conn:
-            cur = await conn.execute(_DELETE_BATCH, (low, high, batch))
-            rows = await cur.fetchall()
+            rows = await store.delete_messages(conn, low, high, batch)
         for room, seq in rows:
             if seq > newest.get(room, 0):
                 newest[room] = seq
@@ -126,9 +111,7 @@ async def _purge(
     deleted = 0
     while True:
         async with pool.connection() as conn:
-            cur = await conn.execute(_OLDEST_DAY, (cutoff.date(),))
-            row = await cur.fetchone()
-        oldest = row[0] if row else None
+            oldest = await store.oldest_day(conn, cutoff.date())
         if oldest is None:
             break
         low = _midnight(oldest)
@@ -146,7 +129,7 @@ async def _purge(
     deleted += count
     if done:
         async with pool.connection() as conn:
-            await conn.execute(_DELETE_ACTIVITY, (cutoff.date(),))
+            await store.delete_activity(conn, cutoff.date())
     return Purge(cutoff, deleted, finished=done, newest=newest)
 
 

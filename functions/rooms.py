@@ -7,20 +7,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chat.contract import ContractError, ErrorCode
-from functions import deps as deps_module
+from functions.deps import Deps
 from functions.store.rooms import NotRoomOwner, create_room, get_room
 from functions.store.users import MAX_DISPLAY_NAME_CHARS
-from functions.web import bad, identify, json_app, read_json, readable_room
+from functions.web import bad, identify, read_json, readable_room
 
 
-async def put_room(request: Request) -> Response:
+async def put_room(request: Request, deps: Deps) -> Response:
     """PUT /rooms/{room} {"display_name": str}: create the room, or rename it; caller joins.
 
     Renaming is for the room's creator, or a caller whose token has ``"admin": true``.
     """
-    identity = await identify(request)
-    room = readable_room(request, identity)
-    payload = await read_json(request)
+    identity = await identify(request, deps)
+    room = readable_room(request, identity, deps.settings)
+    payload = await read_json(request, deps.settings)
     if not isinstance(payload, dict):
         raise ContractError(ErrorCode.INVALID_PAYLOAD, "the body must be a JSON object")
     title = payload.get("display_name")
@@ -30,7 +30,7 @@ async def put_room(request: Request) -> Response:
         or not title.isprintable()
     ):
         raise bad(f"display_name must be 1..{MAX_DISPLAY_NAME_CHARS} printable characters")
-    pool = await deps_module.current().pool()
+    pool = await deps.pool()
     try:
         async with pool.connection() as conn:
             created = await create_room(conn, room, title, identity.user, admin=identity.admin)
@@ -42,15 +42,12 @@ async def put_room(request: Request) -> Response:
     return JSONResponse(msgspec.to_builtins(created))
 
 
-async def room_info(request: Request) -> Response:
+async def room_info(request: Request, deps: Deps) -> Response:
     """GET /rooms/{room}: the room's metadata and member count, 404 when it does not exist."""
-    room = readable_room(request, await identify(request))
-    pool = await deps_module.current().pool()
+    room = readable_room(request, await identify(request, deps), deps.settings)
+    pool = await deps.pool()
     async with pool.connection() as conn:
         found = await get_room(conn, room)
     if found is None:
         raise ContractError(ErrorCode.NOT_FOUND, f"no room {room!r}")
     return JSONResponse(msgspec.to_builtins(found))
-
-
-app = json_app([("/rooms/{room}", room_info, ["GET"]), ("/rooms/{room}", put_room, ["PUT"])])

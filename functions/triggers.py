@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -12,6 +13,7 @@ from chat import names
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _ROUTE_RE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) (/[A-Za-z0-9_./{}-]*)$")
+_PARAM_RE = re.compile(r"\{[^}]*\}")
 
 
 def _positive(owner: str, **values: float) -> None:
@@ -131,24 +133,52 @@ class KafkaTopic:
             raise ValueError("KafkaTopic.dead_letter must differ from the topic it guards")
 
 
+def parse_route(route: str) -> tuple[str, str]:
+    """(method, path) of ``"METHOD /path"``; anything else is an error."""
+    if not _ROUTE_RE.match(route):
+        raise ValueError(f"HttpRoute: {route!r} is not 'METHOD /path' (e.g. 'GET /rooms/{{room}}')")
+    method, _, path = route.partition(" ")
+    return method, path
+
+
+def check_routes(routes: Iterable[str]) -> None:
+    """Refuse two routes of one shape (``GET /rooms/{room}`` twice, or as ``/rooms/{name}``)."""
+    seen: dict[str, str] = {}
+    for route in routes:
+        parse_route(route)
+        shape = _PARAM_RE.sub("{}", route)
+        if shape in seen:
+            raise ValueError(f"HTTP route {route!r} is declared twice (as {seen[shape]!r})")
+        seen[shape] = route
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One HTTP route (``"GET /rooms/{room}"``) and the handler module's endpoint serving it."""
+
+    route: str
+    endpoint: str
+
+    def __post_init__(self) -> None:
+        parse_route(self.route)
+        if not self.endpoint.isidentifier():
+            raise ValueError(f"HttpRoute: the endpoint of {self.route!r} must be a name")
+
+
 @dataclass(frozen=True, slots=True)
 class HttpRoute:
-    """Serve HTTP routes (``"GET /rooms/{room}/messages"``) with the handler's ASGI app."""
+    """Serve HTTP routes, each with an endpoint of the handler module (see ``Function``)."""
 
-    routes: tuple[str, ...]
+    routes: tuple[Route, ...]
 
     def __post_init__(self) -> None:
         if not self.routes:
             raise ValueError("HttpRoute.routes must name at least one route")
-        for route in self.routes:
-            if not _ROUTE_RE.match(route):
-                raise ValueError(
-                    f"HttpRoute: {route!r} is not 'METHOD /path' (e.g. 'GET /rooms/{{room}}')"
-                )
+        check_routes(r.route for r in self.routes)
 
     def parsed(self) -> list[tuple[str, str]]:
         """The routes as (method, path) pairs."""
-        return [(m, p) for m, _, p in (r.partition(" ") for r in self.routes)]
+        return [parse_route(r.route) for r in self.routes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +202,7 @@ def describe(trigger: Trigger) -> str:
         case KafkaTopic():
             return f"kafka-topic {trigger.topic} (group {trigger.group})"
         case HttpRoute():
-            return "http " + ", ".join(trigger.routes)
+            return "http " + ", ".join(r.route for r in trigger.routes)
         case Schedule():
             return f"schedule every {trigger.every_s} s"
         case _:

@@ -1,12 +1,18 @@
-"""What every HTTP function shares: JSON errors, parameter parsing, auth, health, the app."""
+"""What every HTTP function shares: JSON errors, parameter parsing, auth, health, the app.
+
+An HTTP function's app is built from its registry routes (``function_app``): each route is served
+by the endpoint it names, ``async def name(request, deps) -> Response``, called with the Deps
+the app was built with. A route declared twice, or without its endpoint, fails the build.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from typing import Any
 
@@ -23,9 +29,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chat.auth import Identity, authenticate_http, authorize_room
 from chat.contract import ContractError, ErrorCode, check_room
 from chat.ratelimit import RateLimiter, parse_limits, raise_if_limited
-from functions import deps as deps_module
+from chat.settings import Settings
 from functions.deps import Deps
+from functions.registry import Function
 from functions.store.users import RecordedUsers, record_user
+from functions.triggers import HttpRoute, check_routes, parse_route
 
 log = logging.getLogger("functions.web")
 
@@ -50,7 +58,8 @@ _limiters: weakref.WeakKeyDictionary[Deps, RateLimiter] = weakref.WeakKeyDiction
 # The rate-limit event of every HTTP function call ("http.user" in CHAT_RATE_LIMITS).
 HTTP_EVENT = "http"
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+# What a route of an HTTP function calls: the request and the process's Deps.
+Endpoint = Callable[[Request, Deps], Awaitable[Response]]
 
 
 def error_response(
@@ -84,9 +93,9 @@ def _declared_length(headers: Any) -> int | None:
     return int(raw)
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, settings: Settings) -> bytes:
     """The request body, refused (413) past ``http_max_body_bytes`` before it is all read."""
-    limit = deps_module.current().settings.http_max_body_bytes
+    limit = settings.http_max_body_bytes
     declared = _declared_length(request.headers)
     if declared is not None and declared > limit:
         raise too_large(limit)
@@ -121,13 +130,13 @@ def json_depth(body: bytes) -> int:
     return deepest
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request, settings: Settings) -> Any:
     """The JSON body (``{}`` when empty): bounded in size and depth, else a 4xx."""
-    body = await read_body(request)
+    body = await read_body(request, settings)
     if not body.strip():
         return {}
     # json.loads recurses once per level: a deep enough body would overflow the stack.
-    max_depth = deps_module.current().settings.http_max_json_depth
+    max_depth = settings.http_max_json_depth
     if json_depth(body) > max_depth:
         raise ContractError(
             ErrorCode.INVALID_PAYLOAD, f"the JSON body nests deeper than {max_depth} levels"
@@ -186,10 +195,10 @@ def room_param(request: Request) -> str:
     return check_room(request.path_params["room"])
 
 
-def readable_room(request: Request, identity: Identity) -> str:
+def readable_room(request: Request, identity: Identity, settings: Settings) -> str:
     """The ``{room}`` path parameter, validated and readable by ``identity`` (private rooms)."""
     room = room_param(request)
-    authorize_room(identity, room, deps_module.current().settings)
+    authorize_room(identity, room, settings)
     return room
 
 
@@ -202,9 +211,8 @@ def _limiter(deps: Deps) -> RateLimiter:
     return limiter
 
 
-async def identify(request: Request) -> Identity:
+async def identify(request: Request, deps: Deps) -> Identity:
     """Authenticate and rate-limit the caller; record the user and display name on first sight."""
-    deps = deps_module.current()
     identity = authenticate_http(request.headers, deps.settings)
     limiter = _limiter(deps)
     if limiter.limits_for(HTTP_EVENT):
@@ -218,12 +226,12 @@ async def identify(request: Request) -> Identity:
     return identity
 
 
-def endpoint(handler: Endpoint) -> Endpoint:
-    """Turn bad input into 4xx and unreachable dependencies into 503, never a 500."""
+def endpoint(handler: Endpoint, deps: Deps) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` called with ``deps``: bad input a 4xx, a dependency down a 503, never a 500."""
 
     async def guarded(request: Request) -> Response:
         try:
-            return await handler(request)
+            return await handler(request, deps)
         except ContractError as exc:
             return error_response(exc.code, exc.message, **exc.extra)
         except psycopg.errors.QueryCanceled:
@@ -240,9 +248,9 @@ def endpoint(handler: Endpoint) -> Endpoint:
     return guarded
 
 
-async def healthz(_: Request) -> JSONResponse:
+async def healthz(_: Request, deps: Deps) -> JSONResponse:
     """200 when PostgreSQL and Redis answer."""
-    checks = await deps_module.current().check()
+    checks = await deps.check()
     down = {name: state for name, state in checks.items() if state != "ok"}
     if down:
         return error_response(ErrorCode.UNAVAILABLE, f"dependency down: {down}")
@@ -266,12 +274,13 @@ class BodyLimit:
     declares no length.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
+        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            limit = deps_module.current().settings.http_max_body_bytes
+            limit = self.limit
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             try:
                 declared = _declared_length(headers)
@@ -283,17 +292,51 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-def json_app(routes: list[tuple[str, Endpoint, list[str]]]) -> ASGIApp:
-    """An ASGI app serving ``(path, endpoint, methods)`` routes and ``GET /healthz``."""
+def json_app(routes: Sequence[tuple[str, Endpoint]], deps: Deps) -> ASGIApp:
+    """An ASGI app serving ``("METHOD /path", endpoint)`` routes with ``deps``, and /healthz."""
+    check_routes([*(route for route, _ in routes), "GET /healthz"])
+    served = [(*parse_route(route), fn) for route, fn in routes]
     return BodyLimit(
         Starlette(
             routes=[
-                *(Route(path, endpoint(fn), methods=methods) for path, fn, methods in routes),
-                Route("/healthz", healthz, methods=["GET"]),
+                *(Route(path, endpoint(fn, deps), methods=[method]) for method, path, fn in served),
+                Route("/healthz", _bound(healthz, deps), methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_error},
-        )
+        ),
+        deps.settings.http_max_body_bytes,
     )
+
+
+def _bound(handler: Endpoint, deps: Deps) -> Callable[[Request], Awaitable[Response]]:
+    async def bound(request: Request) -> Response:
+        return await handler(request, deps)
+
+    return bound
+
+
+def endpoints(fn: Function) -> list[tuple[str, Endpoint]]:
+    """Each route of the HTTP function ``fn`` with its endpoint; a route without one is an error."""
+    if not isinstance(fn.trigger, HttpRoute):
+        raise ValueError(f"function {fn.name} has no HTTP routes")
+    module = fn.load()
+    found: list[tuple[str, Endpoint]] = []
+    for route in fn.trigger.routes:
+        handler = getattr(module, route.endpoint, None)
+        if not inspect.iscoroutinefunction(handler) or list(
+            inspect.signature(handler).parameters
+        ) != ["request", "deps"]:
+            raise ValueError(
+                f"function {fn.name}: route {route.route!r} is not served: {fn.handler} needs "
+                f"'async def {route.endpoint}(request, deps)'"
+            )
+        found.append((route.route, handler))
+    return found
+
+
+def function_app(fn: Function, deps: Deps) -> ASGIApp:
+    """The ASGI app of the HTTP function ``fn``: its registry routes and /healthz, with ``deps``."""
+    return json_app(endpoints(fn), deps)
 
 
 def as_json(value: Any) -> Any:

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, assert_never
 
 from chat.clients import on_password_refused
-from functions import deps as deps_module
 from functions import registry
 from functions.aws.events import (
     BridgeBatch,
@@ -54,7 +53,8 @@ class LambdaRuntime:
         self.deps = deps
         # One loop for the environment's lifetime: the clients in Deps are bound to it.
         self.loop = asyncio.new_event_loop()
-        self._handler: Any = fn.load()
+        # An HTTP function's app is built on its first request, from its routes.
+        self._handler: Any = None if isinstance(fn.trigger, HttpRoute) else fn.load()
         self._http: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
         self._dead_letter_cap: DeadLetterCap | None = None
 
@@ -66,7 +66,6 @@ class LambdaRuntime:
         deps = Deps(load_settings())
         # RDS rotates the database password: a refused login re-reads it and connects again.
         on_password_refused(reload_secrets)
-        deps_module.install(deps)
         return cls(fn, deps)
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any] | None:
@@ -100,6 +99,9 @@ class LambdaRuntime:
             if self._http is None:
                 from mangum import Mangum  # only HTTP functions ship it
 
+                from functions.web import function_app
+
+                self._handler = function_app(self.fn, self.deps)
                 self._http = Mangum(self._handler, lifespan="off")
             return self._http(event, context)
         finally:

@@ -11,7 +11,6 @@ from typing import Any, Protocol, assert_never
 
 import uvicorn
 
-from functions import deps as deps_module
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime import metrics
@@ -122,7 +121,6 @@ class Host:
 
     async def serve(self) -> None:
         """Run until stop() or a signal; in-flight batches finish or are handed back."""
-        deps_module.install(self.deps)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

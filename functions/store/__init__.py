@@ -1,1 +1,1 @@
-"""The functions' PostgreSQL store: schema migrations, users, rooms and memberships."""
+"""The functions' PostgreSQL store: migrations, users, rooms, and the queries of the handlers."""

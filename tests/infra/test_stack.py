@@ -69,7 +69,7 @@ def test_each_function_has_exactly_its_trigger(deployed: Deployed) -> None:
                 assert mapping.inputs["maximumRetryAttempts"] == trigger.max_attempts - 1
             case HttpRoute():
                 keys = {r.inputs["routeKey"] for r in routes if r.name.startswith(f"{fn.name}-")}
-                assert set(trigger.routes) <= keys
+                assert {f"{m} {p}" for m, p in trigger.parsed()} <= keys
             case Schedule():
                 (rule,) = [r for r in rules if r.name == name]
                 minutes = math.ceil(trigger.every_s / 60)

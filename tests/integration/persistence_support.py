@@ -15,26 +15,29 @@ from chat.contract import Message
 from chat.ids import message_id
 from chat.settings import Settings
 from devstack import Stack
-from functions import deps as deps_module
-from functions import persist
+from functions import persist, registry
 from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
+from functions.web import function_app
 
 _encode = msgspec.json.Encoder().encode
 
 
 def make_deps(stack: Stack, **overrides: object) -> Deps:
-    """Deps on the session stack, installed as the process-wide Deps for the HTTP apps."""
-    deps = Deps(Settings.from_env(stack.env(), environment="test", **overrides))
-    deps_module.install(deps)
-    return deps
+    """Deps on the session stack."""
+    return Deps(Settings.from_env(stack.env(), environment="test", **overrides))
 
 
 async def stack_deps(stack: Stack) -> AsyncIterator[Deps]:
-    """Fixture body: installed Deps on the session stack, closed after the test."""
+    """Fixture body: Deps on the session stack, closed after the test."""
     deps = make_deps(stack)
     yield deps
     await deps.aclose()
+
+
+def http_app(function: str, deps: Deps) -> ASGIApp:
+    """The HTTP app of the registry's ``function``, built from its routes, on ``deps``."""
+    return function_app(registry.get(function), deps)
 
 
 async def fetch(deps: Deps, sql: str, *params: Any) -> list[tuple[Any, ...]]:

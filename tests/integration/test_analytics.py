@@ -9,12 +9,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from functions.analytics import app
 from functions.deps import Deps
 from tests.integration.persistence_support import (
     fetch,
     get_error,
     get_json,
+    http_app,
     message,
     stack_deps,
     store,
@@ -56,12 +56,18 @@ async def test_analytics_match_counts_computed_from_the_messages(deps: Deps) -> 
 
     # THEN the routes agree with those counts
     for room in rooms:
-        body = await get_json(app, f"/analytics/rooms/{room}/daily", since=since, until=until)
+        body = await get_json(
+            http_app("analytics", deps), f"/analytics/rooms/{room}/daily", since=since, until=until
+        )
         got = {(room, d["day"]): d["messages"] for d in body["days"]}
         assert got == {k: n for k, n in per_room_day.items() if k[0] == room}
-    body = await get_json(app, "/analytics/active-users", since=since, until=until)
+    body = await get_json(
+        http_app("analytics", deps), "/analytics/active-users", since=since, until=until
+    )
     assert {d["day"]: d["active_users"] for d in body["days"]} == users_per_day
-    body = await get_json(app, "/analytics/busiest-rooms", since=since, until=until, limit=3)
+    body = await get_json(
+        http_app("analytics", deps), "/analytics/busiest-rooms", since=since, until=until, limit=3
+    )
     expected = sorted(per_room.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     assert [(r["room"], r["messages"]) for r in body["rooms"]] == expected
 
@@ -94,7 +100,12 @@ async def test_private_rooms_stay_out_of_the_busiest_list(deps: Deps) -> None:
     day = datetime(1989, 6, 1, tzinfo=UTC)
     secret = f"private:{uuid.uuid4().hex[:8]}"
     await store(deps, [message(secret, s, ts=day) for s in range(1, 4)])
-    body = await get_json(app, "/analytics/busiest-rooms", since="1989-06-01", until="1989-06-01")
+    body = await get_json(
+        http_app("analytics", deps),
+        "/analytics/busiest-rooms",
+        since="1989-06-01",
+        until="1989-06-01",
+    )
     assert secret not in [r["room"] for r in body["rooms"]]
 
 
@@ -111,5 +122,5 @@ async def test_private_rooms_stay_out_of_the_busiest_list(deps: Deps) -> None:
     ],
 )
 async def test_bad_parameters_answer_400_with_a_code(deps: Deps, path: str, query: str) -> None:
-    status, code = await get_error(app, f"{path}?{query}")
+    status, code = await get_error(http_app("analytics", deps), f"{path}?{query}")
     assert (status, code) in {(400, "invalid_parameter"), (400, "invalid_room")}

@@ -9,10 +9,10 @@ import pytest
 
 from chat import names
 from functions.deps import Deps
-from functions.history import app
 from tests.integration.persistence_support import (
     get_error,
     get_json,
+    http_app,
     message,
     stack_deps,
     store,
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 deps = pytest.fixture(stack_deps, name="deps")
 
 
-async def _page(params: dict[str, str | int], room: str) -> dict[str, Any]:
-    return await get_json(app, f"/rooms/{room}/messages", **params)
+async def _page(deps: Deps, params: dict[str, str | int], room: str) -> dict[str, Any]:
+    return await get_json(http_app("history", deps), f"/rooms/{room}/messages", **params)
 
 
 def _seqs(body: dict[str, Any]) -> list[int]:
@@ -40,12 +40,12 @@ async def test_paging_back_while_messages_arrive_has_no_gap_and_no_duplicate(dep
     next_seq = 121
 
     # WHEN a client pages back from the newest page while 7 new messages arrive per page
-    body = await _page({"limit": 25}, room)
+    body = await _page(deps, {"limit": 25}, room)
     seen = _seqs(body)
     while body["next_before_seq"] is not None:
         await store(deps, [message(room, next_seq + i) for i in range(7)])
         next_seq += 7
-        body = await _page({"limit": 25, "before_seq": body["next_before_seq"]}, room)
+        body = await _page(deps, {"limit": 25, "before_seq": body["next_before_seq"]}, room)
         page = _seqs(body)
         assert page == sorted(page)
         seen = page + seen
@@ -57,7 +57,7 @@ async def test_paging_back_while_messages_arrive_has_no_gap_and_no_duplicate(dep
     caught: list[int] = []
     after = 120
     while True:
-        page = _seqs(await _page({"after_seq": after, "limit": 10}, room))
+        page = _seqs(await _page(deps, {"after_seq": after, "limit": 10}, room))
         if not page:
             break
         caught += page
@@ -76,15 +76,15 @@ async def test_the_newest_page_merges_the_recent_log_while_persistence_lags(deps
         )
 
     # THEN the newest page and catch-up both include them, once
-    assert _seqs(await _page({"limit": 10}, room)) == [1, 2, 3, 4, 5]
-    assert _seqs(await _page({"after_seq": 2}, room)) == [3, 4, 5]
-    body = await _page({"limit": 2}, room)
+    assert _seqs(await _page(deps, {"limit": 10}, room)) == [1, 2, 3, 4, 5]
+    assert _seqs(await _page(deps, {"after_seq": 2}, room)) == [3, 4, 5]
+    body = await _page(deps, {"limit": 2}, room)
     assert _seqs(body) == [4, 5]
     assert body["next_before_seq"] == 4
 
 
 async def test_an_empty_room_has_an_empty_page(deps: Deps) -> None:
-    body = await _page({}, unique_room())
+    body = await _page(deps, {}, unique_room())
     assert body["messages"] == [] and body["next_before_seq"] is None
 
 
@@ -105,11 +105,22 @@ async def test_an_empty_room_has_an_empty_page(deps: Deps) -> None:
     ],
 )
 async def test_bad_parameters_answer_400_with_a_code(deps: Deps, query: str, code: str) -> None:
-    assert await get_error(app, f"/rooms/{unique_room()}/messages?{query}") == (400, code)
+    assert await get_error(
+        http_app("history", deps), f"/rooms/{unique_room()}/messages?{query}"
+    ) == (400, code)
 
 
 async def test_bad_rooms_and_callers_get_their_codes(deps: Deps) -> None:
     room = unique_room()
-    assert await get_error(app, "/rooms/" + "x" * 65 + "/messages") == (400, "invalid_room")
-    assert await get_error(app, "/rooms/private:board/messages") == (403, "forbidden")
-    assert await get_error(app, f"/rooms/{room}/messages", x_user="") == (401, "unauthorized")
+    assert await get_error(http_app("history", deps), "/rooms/" + "x" * 65 + "/messages") == (
+        400,
+        "invalid_room",
+    )
+    assert await get_error(http_app("history", deps), "/rooms/private:board/messages") == (
+        403,
+        "forbidden",
+    )
+    assert await get_error(http_app("history", deps), f"/rooms/{room}/messages", x_user="") == (
+        401,
+        "unauthorized",
+    )

@@ -12,11 +12,12 @@ import pytest
 from chat import names
 from chat.clients import postgres_pool
 from devstack import Stack
-from functions import analytics, history, retention, rooms, search
+from functions import retention
 from functions.deps import Deps
 from tests.integration.persistence_support import (
     client,
     fetch,
+    http_app,
     make_deps,
     message,
     stack_deps,
@@ -38,7 +39,10 @@ async def test_room_metadata_is_changed_only_by_its_creator_or_an_admin(
     stack: Stack, deps: Deps
 ) -> None:
     room = unique_room()
-    async with client(rooms.app, "ann") as ann, client(rooms.app, "bob") as bob:
+    async with (
+        client(http_app("rooms", deps), "ann") as ann,
+        client(http_app("rooms", deps), "bob") as bob,
+    ):
         created = await ann.put(f"/rooms/{room}", json={"display_name": "Ann's"})
         assert created.status_code == 200 and created.json()["created_by"] == "ann"
         # WHEN another user renames it THEN 403, and nothing changed
@@ -73,16 +77,16 @@ async def test_room_metadata_is_changed_only_by_its_creator_or_an_admin(
     ],
 )
 async def test_hostile_room_bodies_get_4xx(deps: Deps, body: bytes, status: int, code: str) -> None:
-    async with client(rooms.app) as http:
+    async with client(http_app("rooms", deps)) as http:
         r = await http.put(f"/rooms/{unique_room()}", content=body)
     assert (r.status_code, r.json()["error"]["code"]) == (status, code)
 
 
 @pytest.mark.parametrize("path", ["/rooms/x%0A", "/rooms/x%0A/messages", "/rooms/%ED%A0%80"])
 async def test_a_room_with_a_trailing_newline_is_a_400(deps: Deps, path: str) -> None:
-    app = rooms.app if path.count("/") == 2 else history.app
-    async with client(app) as http:
-        r = await http.put(path, json={}) if app is rooms.app else await http.get(path)
+    on_rooms = path.count("/") == 2
+    async with client(http_app("rooms" if on_rooms else "history", deps)) as http:
+        r = await http.put(path, json={}) if on_rooms else await http.get(path)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_room"
 
 
@@ -96,7 +100,7 @@ async def test_a_room_with_a_trailing_newline_is_a_400(deps: Deps, path: str) ->
     ],
 )
 async def test_analytics_dates_out_of_range_are_a_400(deps: Deps, query: str) -> None:
-    async with client(analytics.app) as http:
+    async with client(http_app("analytics", deps)) as http:
         for path in ("/analytics/active-users", "/analytics/busiest-rooms"):
             r = await http.get(f"{path}?{query}")
             assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_parameter"
@@ -106,7 +110,7 @@ async def test_analytics_dates_out_of_range_are_a_400(deps: Deps, query: str) ->
 async def test_a_search_of_exclusions_alone_is_refused(deps: Deps, q: str) -> None:
     room = unique_room()
     await store(deps, [message(room, 1, text="deploy the build")])
-    async with client(search.app) as http:
+    async with client(http_app("search", deps)) as http:
         r = await http.get(f"/rooms/{room}/search", params={"q": q})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_parameter"
         # A word to find with an exclusion beside it is a query like any other.
@@ -133,7 +137,10 @@ async def test_each_caller_has_an_http_rate_limit(stack: Stack) -> None:
     deps = make_deps(stack, rate_limits="http.user=1:3")
     room = unique_room()
     try:
-        async with client(history.app, f"greedy-{room}") as greedy, client(history.app) as other:
+        async with (
+            client(http_app("history", deps), f"greedy-{room}") as greedy,
+            client(http_app("history", deps)) as other,
+        ):
             answers = [await greedy.get(f"/rooms/{room}/messages") for _ in range(6)]
             assert [r.status_code for r in answers[:3]] == [200, 200, 200]
             limited = answers[-1]
@@ -174,7 +181,7 @@ async def test_retention_trims_the_recent_logs_so_history_never_serves_deleted_r
         (5,),
         (6,),
     ]
-    async with client(history.app) as http:
+    async with client(http_app("history", deps)) as http:
         page = (await http.get(f"/rooms/{room}/messages")).json()
     assert [m["seq"] for m in page["messages"]] == [5, 6]
 
@@ -190,7 +197,7 @@ async def test_history_skips_recent_log_entries_past_retention(stack: Stack) -> 
             await deps.redis.xadd(
                 names.recent_log_key(room), {"m": msgspec.json.encode(m).decode()}, id=f"{m.seq}-0"
             )
-        async with client(history.app) as http:
+        async with client(http_app("history", deps)) as http:
             page = (await http.get(f"/rooms/{room}/messages")).json()
         assert [m["seq"] for m in page["messages"]] == [2]
     finally:

@@ -21,12 +21,13 @@ from chat.contract import (
 )
 from chat.ids import message_id, op_id
 from devstack import Stack
-from functions import history, message, persist
+from functions import message, persist
 from functions.batch import StreamRecord
 from functions.deps import Deps
 from tests.integration.persistence_support import (
     fetch,
     get_json,
+    http_app,
     make_deps,
     records,
     unique_room,
@@ -217,23 +218,23 @@ async def test_ops_follow_the_rules_share_the_seq_and_persist_to_the_current_sta
     ) == [(5,)]
 
     # AND history shows messages only, in their current state, and the event log
-    page = await get_json(history.app, f"/rooms/{r}/messages")
+    page = await get_json(http_app("history", deps), f"/rooms/{r}/messages")
     assert [(m["seq"], m["text"], m["version"], m["deleted"]) for m in page["messages"]] == [
         (1, "hello, twice", 3, False),
         (2, "", 1, True),
     ]
     assert page["messages"][0]["reply_count"] == 0  # its only reply is deleted
     assert page["messages"][0]["edited_at"] == TS
-    thread = await get_json(history.app, f"/rooms/{r}/messages", thread=m1)
+    thread = await get_json(http_app("history", deps), f"/rooms/{r}/messages", thread=m1)
     assert [m["id"] for m in thread["messages"]] == [m2]
-    log_page = await get_json(history.app, f"/rooms/{r}/events", after_seq=2, limit=3)
+    log_page = await get_json(http_app("history", deps), f"/rooms/{r}/events", after_seq=2, limit=3)
     assert [(e["seq"], e["type"]) for e in log_page["events"]] == [
         (3, "message_updated"),
         (4, "reaction"),
         (5, "reaction"),
     ]
     assert log_page["next_after_seq"] == 5
-    everything = await get_json(history.app, f"/rooms/{r}/events")
+    everything = await get_json(http_app("history", deps), f"/rooms/{r}/events")
     assert [e["seq"] for e in everything["events"]] == list(range(1, 9))
     assert everything["events"][0]["type"] == "message"
 
@@ -260,7 +261,7 @@ async def test_reactions_count_once_per_user_and_history_sums_them(deps: Deps) -
     # Applied in any order, the newest op of each (message, emoji, user) wins.
     assert (await persist.handle(records(values[::-1][:-1] + values[:1]), deps)).clean
     assert (await persist.handle(records(values), deps)).clean
-    page = await get_json(history.app, f"/rooms/{r}/messages")
+    page = await get_json(http_app("history", deps), f"/rooms/{r}/messages")
     assert page["messages"][0]["reactions"] == {"👍": 2, "🎉": 1}
 
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from functions.deps import Deps
-from functions.search import app
 from tests.integration.persistence_support import (
     get_error,
     get_json,
+    http_app,
     message,
     stack_deps,
     store,
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.integration
 deps = pytest.fixture(stack_deps, name="deps")
 
 
-async def _search(room: str, **params: str | int) -> dict[str, Any]:
-    return await get_json(app, f"/rooms/{room}/search", **params)
+async def _search(deps: Deps, room: str, **params: str | int) -> dict[str, Any]:
+    return await get_json(http_app("search", deps), f"/rooms/{room}/search", **params)
 
 
 async def test_search_finds_stems_and_ranks_within_the_room(deps: Deps) -> None:
@@ -42,7 +42,7 @@ async def test_search_finds_stems_and_ranks_within_the_room(deps: Deps) -> None:
     await store(deps, [message(elsewhere, 1, text="deploy in another room")])
 
     # WHEN searching for "deploy"
-    body = await _search(room, q="deploy")
+    body = await _search(deps, room, q="deploy")
 
     # THEN both deploy messages come back (stemming matches "deploying"), the denser one first
     assert [r["seq"] for r in body["results"]] == [3, 2]
@@ -52,10 +52,10 @@ async def test_search_finds_stems_and_ranks_within_the_room(deps: Deps) -> None:
     assert body["next_cursor"] is None
 
     # AND web-search syntax works: a phrase, and an exclusion
-    assert [r["seq"] for r in (await _search(room, q='"deploy train"'))["results"]] == [3]
-    assert [r["seq"] for r in (await _search(room, q="deploy -train"))["results"]] == [2]
+    assert [r["seq"] for r in (await _search(deps, room, q='"deploy train"'))["results"]] == [3]
+    assert [r["seq"] for r in (await _search(deps, room, q="deploy -train"))["results"]] == [2]
     # AND a query of stop words only finds nothing rather than failing
-    assert (await _search(room, q="the"))["results"] == []
+    assert (await _search(deps, room, q="the"))["results"] == []
 
 
 async def test_cursor_pages_cover_every_match_once(deps: Deps) -> None:
@@ -74,7 +74,7 @@ async def test_cursor_pages_cover_every_match_once(deps: Deps) -> None:
         params: dict[str, str | int] = {"q": "build", "limit": 5}
         if cursor:
             params["cursor"] = cursor
-        body = await _search(room, **params)
+        body = await _search(deps, room, **params)
         for hit in body["results"]:
             key = (hit["rank"], hit["seq"])
             # Strictly descending by (rank, seq): the keyset order.
@@ -101,9 +101,15 @@ async def test_cursor_pages_cover_every_match_once(deps: Deps) -> None:
 )  # fmt: skip
 async def test_bad_parameters_answer_400_with_a_code(deps: Deps, query: str) -> None:
     url = f"/rooms/{unique_room()}/search?{query}"
-    assert await get_error(app, url) == (400, "invalid_parameter")
+    assert await get_error(http_app("search", deps), url) == (400, "invalid_parameter")
 
 
 async def test_search_follows_the_history_auth_rule(deps: Deps) -> None:
-    assert await get_error(app, "/rooms/private:x/search?q=a") == (403, "forbidden")
-    assert await get_error(app, "/rooms/abc/search?q=a", x_user="") == (401, "unauthorized")
+    assert await get_error(http_app("search", deps), "/rooms/private:x/search?q=a") == (
+        403,
+        "forbidden",
+    )
+    assert await get_error(http_app("search", deps), "/rooms/abc/search?q=a", x_user="") == (
+        401,
+        "unauthorized",
+    )

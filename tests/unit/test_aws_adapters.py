@@ -13,13 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from chat.settings import Settings
-from functions import deps as deps_module
 from functions.aws.events import (
     BridgeBatch,
     EventError,
@@ -32,7 +29,8 @@ from functions.aws.lambda_handler import LambdaRuntime
 from functions.batch import BatchResult, KafkaRecord, StreamRecord
 from functions.registry import REGISTRY, Function
 from functions.runtime.invoke import invoke
-from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
+from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Route, Schedule
+from functions.web import function_app
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -77,10 +75,7 @@ class FakeDeps:
 def fake_deps() -> Iterator[FakeDeps]:
     SEEN.clear()
     TICKS.clear()
-    deps = FakeDeps()
-    deps_module.install(deps)  # type: ignore[arg-type]
-    yield deps
-    deps_module._current = None
+    yield FakeDeps()
 
 
 def _runtime(fn: Function, deps: FakeDeps) -> LambdaRuntime:
@@ -330,17 +325,13 @@ def _local_http(app: Any, event: dict[str, Any]) -> httpx.Response:
     return asyncio.run(call())
 
 
-async def _room_messages(request: Request) -> JSONResponse:
+async def room_messages(request: Request, deps: Any) -> JSONResponse:
     limit = int(request.query_params.get("limit", "50"))
     if not 1 <= limit <= 200:
         return JSONResponse({"error": {"code": "invalid_parameter", "message": "limit"}}, 400)
     return JSONResponse(
         {"room": request.path_params["room"], "limit": limit, "user": request.headers["x-user"]}
     )
-
-
-# An HTTP function's ASGI app, shaped like the history function's route.
-probe_app = Starlette(routes=[Route("/rooms/{room}/messages", _room_messages)])
 
 
 @pytest.mark.parametrize("query", ["limit=500", "limit=20"])
@@ -353,8 +344,8 @@ def test_api_gateway_event_reaches_the_app_like_a_local_request(
     event["queryStringParameters"] = dict([query.split("=")])
     fn = Function(
         name="probe",
-        handler="test_aws_adapters:probe_app",
-        trigger=HttpRoute(routes=("GET /rooms/{room}/messages",)),
+        handler="test_aws_adapters",
+        trigger=HttpRoute(routes=(Route("GET /rooms/{room}/messages", "room_messages"),)),
     )
     runtime = _runtime(fn, fake_deps)
     try:
@@ -363,7 +354,7 @@ def test_api_gateway_event_reaches_the_app_like_a_local_request(
     finally:
         runtime.close()
     # THEN it answers exactly what the same app answers to the same request locally
-    local = _local_http(probe_app, event)
+    local = _local_http(function_app(fn, fake_deps), event)  # type: ignore[arg-type]
     assert reply is not None
     assert reply["statusCode"] == local.status_code
     body = base64.b64decode(reply["body"]) if reply.get("isBase64Encoded") else reply["body"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,7 +12,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
 from chat.settings import Settings
-from functions import deps as deps_module
 from functions.deps import Deps
 from functions.openapi import OPERATIONS, build_spec
 from functions.registry import FUNCTIONS
@@ -24,24 +23,20 @@ pytestmark = pytest.mark.unit
 LIMIT = 1024
 
 
-@pytest.fixture(autouse=True)
-def deps() -> Iterator[None]:
-    deps_module.install(Deps(Settings(http_max_body_bytes=LIMIT, http_max_json_depth=8)))
-    yield
-    deps_module.install(Deps(Settings()))
+async def echo(request: Request, deps: Deps) -> Response:
+    return JSONResponse({"body": await read_json(request, deps.settings)})
 
 
-async def echo(request: Request) -> Response:
-    return JSONResponse({"body": await read_json(request)})
-
-
-async def day(request: Request) -> Response:
+async def day(request: Request, deps: Deps) -> Response:
     from datetime import date
 
     return JSONResponse({"day": date_param(request, "day", date(2024, 1, 1)).isoformat()})
 
 
-APP: ASGIApp = json_app([("/echo", echo, ["POST"]), ("/day", day, ["GET"])])
+APP: ASGIApp = json_app(
+    [("POST /echo", echo), ("GET /day", day)],
+    Deps(Settings(http_max_body_bytes=LIMIT, http_max_json_depth=8)),
+)
 
 
 def client() -> httpx.AsyncClient:
