@@ -20,8 +20,6 @@ from playwright.async_api import Locator, Page, expect
 
 from devstack import Stack
 
-pytestmark = pytest.mark.e2e
-
 NewPage = Callable[[str], Awaitable[Page]]
 HISTORY_PAGE = 50  # the page's newest page of history
 

@@ -17,8 +17,6 @@ from schemathesis.generation.modes import GenerationMode
 from devstack import Stack
 from functions.openapi import build_spec
 
-pytestmark = pytest.mark.e2e
-
 # Each passed the old validation and then failed in a store, or crashed a handler.
 POISON: list[tuple[str, dict[str, Any], str]] = [
     ("join", {"room": "x\n"}, "invalid_room"),

@@ -14,8 +14,6 @@ from realtime_client import Client, unique_room, until
 
 from devstack import Stack
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def room() -> str:

@@ -16,7 +16,7 @@ from chat import names
 from chat.shards import Shards
 from devstack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+pytestmark = pytest.mark.cluster
 
 ROOMS = 6
 MESSAGES = 180

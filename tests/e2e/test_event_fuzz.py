@@ -14,8 +14,6 @@ from realtime_client import Client, unique_room, until
 from chat.contract import ErrorCode
 from devstack import Stack
 
-pytestmark = pytest.mark.e2e
-
 CODES = {code.value for code in ErrorCode}
 EVENTS = ("join", "leave", "send", "typing", "no-such-event")
 _scalar = st.one_of(

@@ -18,8 +18,6 @@ from chat import frames, names
 from chat.shards import Shards
 from devstack import Stack
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def restart_all(full_stack: Stack) -> Iterator[None]:

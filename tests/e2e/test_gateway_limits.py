@@ -25,8 +25,6 @@ from realtime_client import Client, RawSocket, unique_room, until
 from chat.settings import Settings
 from devstack import Stack
 
-pytestmark = pytest.mark.e2e
-
 LIMITS = {
     "CHAT_MAX_OUTBOUND_PACKETS": "40",
     "CHAT_MAX_REPLAY_MESSAGES": "10",

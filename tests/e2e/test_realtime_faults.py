@@ -15,8 +15,6 @@ from chat.clients import redis_client
 from chat.settings import Settings
 from devstack import Stack
 
-pytestmark = pytest.mark.e2e
-
 # A dead node's members linger at most one TTL after its last heartbeat plus one surviving
 # heartbeat to notice; a second of slack for scheduling on a busy machine.
 SETTINGS = Settings()

@@ -18,8 +18,6 @@ from chat.settings import Settings
 from chat.shards import Shards
 from devstack import Stack
 
-pytestmark = pytest.mark.e2e
-
 
 async def _connect(made: list[Client], url: str, user: str | None = None, **kwargs: Any) -> Client:
     cookies = kwargs.pop("cookies", False)

@@ -19,8 +19,6 @@ from functions import message
 from functions.batch import StreamRecord
 from functions.deps import Deps
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def deps(stack: Stack) -> AsyncIterator[Deps]:

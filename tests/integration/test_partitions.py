@@ -7,8 +7,6 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 
-import pytest
-
 from chat import names
 from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps
@@ -17,8 +15,6 @@ from functions.runtime.partitions import PartitionedRunner, assignment
 from functions.runtime.redis_stream import RedisStreamRunner
 from functions.triggers import RedisStream, StreamPartition
 from tests.integration.runtime_support import eventually
-
-pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 

@@ -19,9 +19,6 @@ from tests.integration.persistence_support import (
     unique_room,
 )
 
-pytestmark = pytest.mark.integration
-
-
 deps = pytest.fixture(stack_deps, name="deps")
 
 

@@ -32,7 +32,6 @@ from tests.integration.persistence_support import (
     unique_room,
 )
 
-pytestmark = pytest.mark.integration
 TS = "2026-11-28T10:00:00.000Z"
 
 

@@ -18,7 +18,7 @@ from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
 from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.integration import runtime_handlers as rt
 from tests.integration.persistence_support import message
 from tests.integration.runtime_support import HostProcess, eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 BISECT = ["rt-bisect-stream", "rt-bisect-topic"]
 

@@ -21,7 +21,7 @@ from functions.deps import Deps
 from tests.integration import runtime_handlers as rt
 from tests.integration.runtime_support import HostProcess, eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 PIPELINE = ["message", "persist"]
 TS = "2026-11-28T10:00:00.000Z"

@@ -31,8 +31,6 @@ from functions.store.rooms import create_room
 from functions.store.users import record_user
 from tests.integration.persistence_support import fetch, make_deps, message, records
 
-pytestmark = pytest.mark.integration
-
 any_text = st.text(st.characters(codec=None, min_codepoint=0, max_codepoint=0x10FFFF), max_size=80)
 valid_room = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
 room_like = st.one_of(valid_room, valid_room.map(lambda r: r + "\n"), any_text)

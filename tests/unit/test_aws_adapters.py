@@ -34,7 +34,7 @@ from functions.registry import REGISTRY, Function
 from functions.runtime.invoke import invoke
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+pytestmark = pytest.mark.timeout(30)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SEEN: list[Sequence[Any]] = []

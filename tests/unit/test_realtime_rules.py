@@ -14,8 +14,6 @@ from realtime.fanout import accepted_at
 from realtime.gateway import socket_origins
 from realtime.presence import member, parse_member, snapshot
 
-pytestmark = pytest.mark.unit
-
 SETTINGS = Settings(private_rooms="private:*, team-*.secret")
 
 
