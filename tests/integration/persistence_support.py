@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -60,11 +59,6 @@ async def get_error(app: ASGIApp, url: str, **headers: str) -> tuple[int, str]:
         response = await http.get(url, headers={k.replace("_", "-"): v for k, v in headers.items()})
     assert response.status_code >= 400, response.text
     return response.status_code, response.json()["error"]["code"]
-
-
-def unique_room(prefix: str = "t") -> str:
-    """A room name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def iso(ts: datetime) -> str:

@@ -1,8 +1,7 @@
-"""Helpers for the runtime tests: function hosts as child processes, waiting, free ports."""
+"""Helpers for the runtime tests: function hosts as child processes, free ports."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from chat.settings import Settings
@@ -119,19 +117,6 @@ class HostProcess:
         """The end of the host's log."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout_s: float, what: str, every_s: float = 0.2
-) -> None:
-    """Wait until ``check()`` is true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(every_s)
 
 
 def stack_deps(stack: Stack) -> Deps:

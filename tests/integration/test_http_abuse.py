@@ -21,8 +21,8 @@ from tests.integration.persistence_support import (
     message,
     stack_deps,
     store,
-    unique_room,
 )
+from tests.support import unique_room
 
 deps = pytest.fixture(stack_deps, name="deps")
 

@@ -29,8 +29,8 @@ from tests.integration.persistence_support import (
     get_json,
     make_deps,
     records,
-    unique_room,
 )
+from tests.support import unique_room
 
 TS = "2026-11-28T10:00:00.000Z"
 

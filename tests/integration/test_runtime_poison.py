@@ -22,7 +22,8 @@ from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
 from tests.integration.persistence_support import message
-from tests.integration.runtime_support import HostProcess, eventually
+from tests.integration.runtime_support import HostProcess
+from tests.support import until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -105,7 +106,7 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
     async def dead_lettered() -> bool:
         return int(await deps.redis.xlen(rt.dead_of(stream))) >= 1
 
-    await eventually(dead_lettered, 60, "the crashing entry to be dead-lettered")
+    await until(dead_lettered, "the crashing entry to be dead-lettered", 60)
 
     # THEN only the crashing entry is dead-lettered, after 3 tries alone
     ((_, fields),) = await deps.redis.xrange(rt.dead_of(stream))
@@ -119,7 +120,7 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
         done = len(await deps.redis.hgetall(rt.seen_key(test_id))) >= len(keys) - 1
         return done and (await deps.redis.xinfo_groups(stream))[0]["pending"] == 0
 
-    await eventually(settled, 60, "the other 49 entries to be processed and acked")
+    await until(settled, "the other 49 entries to be processed and acked", 60)
     seen = await deps.redis.hgetall(rt.seen_key(test_id))
     assert seen == {k: "1" for k in keys if k != "k25"}
     order = await deps.redis.lrange(rt.order_key(test_id, "room"), 0, -1)
@@ -147,7 +148,7 @@ async def test_one_crashing_record_in_a_batch_of_50_is_the_only_dead_letter(
     async def committed_all() -> bool:
         return await asyncio.to_thread(_committed, stack, group, topic) == len(keys)
 
-    await eventually(committed_all, 60, "the whole partition to be committed", every_s=1)
+    await until(committed_all, "the whole partition to be committed", 60, every_s=1)
 
     # THEN only the crashing record is dead-lettered, after 3 tries alone
     fn = next(f for f in rt.functions_for(test_id) if f.name == "rt-bisect-topic")
@@ -177,7 +178,7 @@ async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
     async def stopped() -> bool:
         return _metric(host, "chat_function_dead_letter_stopped", "rt-bisect-stream") == 1
 
-    await eventually(stopped, 30, "the consumer to stop at its dead-letter cap")
+    await until(stopped, "the consumer to stop at its dead-letter cap", 30)
 
     # THEN it dead-lettered 5, stopped, says why, and leaves the 15 others in the stream
     await asyncio.sleep(3)
@@ -191,7 +192,7 @@ async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
     async def five_more() -> bool:
         return int(await deps.redis.xlen(rt.dead_of(stream))) == 2 * rt.CAP
 
-    await eventually(five_more, 30, "the restarted consumer to dead-letter up to its cap")
+    await until(five_more, "the restarted consumer to dead-letter up to its cap", 30)
     await asyncio.sleep(2)
     assert await deps.redis.xlen(rt.dead_of(stream)) == 2 * rt.CAP
     assert await deps.redis.xlen(stream) == 20 - 2 * rt.CAP
@@ -213,13 +214,13 @@ async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records
     async def stopped() -> bool:
         return _metric(host, "chat_function_dead_letter_stopped", "rt-bisect-topic") == 1
 
-    await eventually(stopped, 30, "the consumer to stop at its dead-letter cap")
+    await until(stopped, "the consumer to stop at its dead-letter cap", 30)
 
     # THEN 5 are dead-lettered and the group's offset stops right after them
     async def committed_cap() -> bool:
         return await asyncio.to_thread(_committed, stack, group, topic) == rt.CAP
 
-    await eventually(committed_cap, 20, "the offset after the dead letters to be committed")
+    await until(committed_cap, "the offset after the dead letters to be committed", 20)
     await asyncio.sleep(3)
     fn = next(f for f in rt.functions_for(test_id) if f.name == "rt-bisect-topic")
     letters = await list_dead_letters(fn, deps)
@@ -233,7 +234,7 @@ async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records
     async def committed_twice() -> bool:
         return await asyncio.to_thread(_committed, stack, group, topic) == 2 * rt.CAP
 
-    await eventually(committed_twice, 60, "the restarted consumer to go up to its cap", every_s=1)
+    await until(committed_twice, "the restarted consumer to go up to its cap", 60, every_s=1)
     letters = await list_dead_letters(fn, deps)
     assert [d.source for d in letters] == [f"{topic}/0/{i}" for i in range(2 * rt.CAP)]
 
@@ -268,7 +269,7 @@ async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
                 row = await cur.fetchone()
             return bool(row and row[0] == 9)
 
-        await eventually(stored, 90, "the nine storable messages to be stored", every_s=0.5)
+        await until(stored, "the nine storable messages to be stored", 90, every_s=0.5)
         persist = next(f for f in rt.functions_for(test_id) if f.name == "rt-persist")
 
         async def dead_lettered() -> list[str]:
@@ -277,7 +278,7 @@ async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
         async def one_letter() -> bool:
             return len(await dead_lettered()) >= 1
 
-        await eventually(one_letter, 30, "the refused message to be dead-lettered", every_s=1)
+        await until(one_letter, "the refused message to be dead-lettered", 30, every_s=1)
 
         # THEN only the refused message is dead-lettered, once, and the others are stored
         await asyncio.sleep(2)
@@ -332,13 +333,13 @@ async def test_the_stream_bridge_bisects_a_batch_its_lambda_errors_on(
         async def dead_lettered() -> bool:
             return int(await deps.redis.xlen(rt.dead_of(stream))) >= 1
 
-        await eventually(dead_lettered, 60, "the crashing entry to be dead-lettered")
+        await until(dead_lettered, "the crashing entry to be dead-lettered", 60)
 
         async def all_handled() -> bool:
             pending = (await deps.redis.xinfo_groups(stream))[0]["pending"]
             return len(lam.succeeded) >= len(keys) - 1 and pending == 0
 
-        await eventually(all_handled, 60, "the other entries to be handled and acked")
+        await until(all_handled, "the other entries to be handled and acked", 60)
     finally:
         runner.stop()
         await asyncio.wait_for(task, timeout=30)

@@ -19,7 +19,8 @@ from chat.contract import SendRequest, inbound_fields
 from devstack import Stack
 from functions.deps import Deps
 from tests.integration import runtime_handlers as rt
-from tests.integration.runtime_support import HostProcess, eventually
+from tests.integration.runtime_support import HostProcess
+from tests.support import until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -73,7 +74,7 @@ class Load:
         async def done() -> bool:
             return await self.persisted() >= want
 
-        await eventually(done, timeout_s, f"{want} rows", every_s=0.5)
+        await until(done, f"{want} rows", timeout_s, every_s=0.5)
 
     async def assert_exactly_once(self) -> None:
         """One row and one seq per message; per room, seqs run 1..n with no gap or repeat."""
@@ -105,7 +106,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_duplicates_no_effect(
         async def under_way() -> bool:
             return await load.sequenced() >= 300
 
-        await eventually(under_way, 30, "the first host to be under way", every_s=0.01)
+        await until(under_way, "the first host to be under way", 30, every_s=0.01)
         # WHEN it is killed in the middle of its work
         first.kill()
         assert await load.sequenced() < 1500, "the host finished before it could be killed"
