@@ -1,8 +1,8 @@
-"""Helpers for the persistence tests: Deps on the session stack, messages, records, a client."""
+"""Helpers for the persistence tests: queries, messages, Kafka records, an HTTP client."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,28 +12,13 @@ from starlette.types import ASGIApp
 
 from chat.contract import Message
 from chat.ids import message_id
-from chat.settings import Settings
-from devstack import Stack
-from functions import deps as deps_module
 from functions import persist
 from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
 
 _encode = msgspec.json.Encoder().encode
-
-
-def make_deps(stack: Stack, **overrides: object) -> Deps:
-    """Deps on the session stack, installed as the process-wide Deps for the HTTP apps."""
-    deps = Deps(Settings.from_env(stack.env(), environment="test", **overrides))
-    deps_module.install(deps)
-    return deps
-
-
-async def stack_deps(stack: Stack) -> AsyncIterator[Deps]:
-    """Fixture body: installed Deps on the session stack, closed after the test."""
-    deps = make_deps(stack)
-    yield deps
-    await deps.aclose()
+# The ``make_deps`` fixture: Deps on the session stack with some settings overridden.
+MakeDeps = Callable[..., Deps]
 
 
 async def fetch(deps: Deps, sql: str, *params: Any) -> list[tuple[Any, ...]]:

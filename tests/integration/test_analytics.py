@@ -16,12 +16,9 @@ from tests.integration.persistence_support import (
     get_error,
     get_json,
     message,
-    stack_deps,
     store,
 )
 from tests.support import unique_room
-
-deps = pytest.fixture(stack_deps, name="deps")
 
 
 async def test_analytics_match_counts_computed_from_the_messages(deps: Deps) -> None:

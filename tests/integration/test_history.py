@@ -14,12 +14,9 @@ from tests.integration.persistence_support import (
     get_error,
     get_json,
     message,
-    stack_deps,
     store,
 )
 from tests.support import unique_room
-
-deps = pytest.fixture(stack_deps, name="deps")
 
 
 async def _page(params: dict[str, str | int], room: str) -> dict[str, Any]:

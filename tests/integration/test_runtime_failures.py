@@ -5,38 +5,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack import Stack
 from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
-from tests.integration.runtime_support import REGISTRY, REPO, HostProcess
+from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, Hosts, create_topics
 from tests.support import until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def host(stack: Stack, test_id: str, tmp_path: Path) -> Iterator[HostProcess]:
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    topics = [
-        NewTopic(rt.topic_name(test_id), num_partitions=2, replication_factor=1),
-        NewTopic(rt.topic_dead_letter(test_id), num_partitions=1, replication_factor=1),
-    ]
-    for future in admin.create_topics(topics).values():
-        future.result(timeout=30)
-    process = HostProcess(stack, test_id, "functions-rt", ["rt-stream", "rt-topic"], tmp_path)
-    try:
-        process.wait_healthy()
-        yield process
-    finally:
-        process.close()
+def host(stack: Stack, test_id: str, hosts: Hosts) -> HostProcess:
+    create_topics(stack, {rt.topic_name(test_id): 2, rt.topic_dead_letter(test_id): 1})
+    return hosts.start("functions-rt", ["rt-stream", "rt-topic"])
 
 
 def _function(test_id: str, name: str) -> rt.Function:

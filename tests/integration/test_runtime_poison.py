@@ -6,15 +6,12 @@ import asyncio
 import io
 import json
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack import Stack
 from functions.aws.bridge import build
@@ -22,7 +19,7 @@ from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
 from tests.integration.persistence_support import message
-from tests.integration.runtime_support import HostProcess
+from tests.integration.runtime_support import HostProcess, Hosts, create_topics
 from tests.support import until
 
 pytestmark = pytest.mark.timeout(180)
@@ -31,33 +28,15 @@ BISECT = ["rt-bisect-stream", "rt-bisect-topic"]
 
 
 @pytest.fixture
-def topics(stack: Stack, test_id: str) -> None:
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    created = [
-        NewTopic(name, num_partitions=1, replication_factor=1)
-        for source in (rt.bisect_topic(test_id), rt.persist_topic(test_id))
-        for name in (source, rt.dead_of(source))
-    ]
-    for future in admin.create_topics(created).values():
-        future.result(timeout=30)
+def hosts(stack: Stack, test_id: str, hosts: Hosts) -> Hosts:
+    """The test's hosts, once the topics of its functions exist."""
+    sources = (rt.bisect_topic(test_id), rt.persist_topic(test_id))
+    create_topics(stack, {name: 1 for source in sources for name in (source, rt.dead_of(source))})
+    return hosts
 
 
-@pytest.fixture
-def hosts(stack: Stack, test_id: str, tmp_path: Path, topics: None) -> Iterator[list[HostProcess]]:
-    """Started hosts of this test (each closed at teardown); the fixture starts none."""
-    started: list[HostProcess] = []
-    yield started
-    for host in started:
-        host.close()
-
-
-def _start(
-    stack: Stack, test_id: str, tmp_path: Path, hosts: list[HostProcess], only: list[str]
-) -> HostProcess:
-    host = HostProcess(stack, test_id, f"functions-poison-{len(hosts)}", only, tmp_path)
-    hosts.append(host)
-    host.wait_healthy()
-    return host
+def _start(hosts: Hosts, only: list[str]) -> HostProcess:
+    return hosts.start(f"functions-poison-{len(hosts.started)}", only)
 
 
 def _metric(host: HostProcess, name: str, function: str) -> float:
@@ -89,7 +68,7 @@ def _produce(stack: Stack, topic: str, values: list[bytes]) -> None:
 
 
 async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN 50 entries landing at once, one of which makes the handler raise
     stream = rt.bisect_stream(test_id)
@@ -101,7 +80,7 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
         await pipe.execute()
 
     # WHEN a host works through them
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-stream"])
+    _start(hosts, ["rt-bisect-stream"])
 
     async def dead_lettered() -> bool:
         return int(await deps.redis.xlen(rt.dead_of(stream))) >= 1
@@ -130,7 +109,7 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
 
 
 async def test_one_crashing_record_in_a_batch_of_50_is_the_only_dead_letter(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    stack: Stack, deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN 50 records of one partition, one of which makes the handler raise
     topic = rt.bisect_topic(test_id)
@@ -142,7 +121,7 @@ async def test_one_crashing_record_in_a_batch_of_50_is_the_only_dead_letter(
     )
 
     # WHEN a host works through them
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-topic"])
+    _start(hosts, ["rt-bisect-topic"])
     group = f"rt-{test_id}-bisect"
 
     async def committed_all() -> bool:
@@ -163,7 +142,7 @@ async def test_one_crashing_record_in_a_batch_of_50_is_the_only_dead_letter(
 
 
 async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN a bad deploy: 20 entries, every one poison, and a cap of 5 dead letters a minute
     stream = rt.bisect_stream(test_id)
@@ -173,7 +152,7 @@ async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
         await pipe.execute()
 
     # WHEN a host consumes them
-    host = _start(stack, test_id, tmp_path, hosts, ["rt-bisect-stream"])
+    host = _start(hosts, ["rt-bisect-stream"])
 
     async def stopped() -> bool:
         return _metric(host, "chat_function_dead_letter_stopped", "rt-bisect-stream") == 1
@@ -187,7 +166,7 @@ async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
     assert "dead_letter_cap" in host.tail(200)
     # AND a restarted host resumes, up to the cap again
     host.kill()
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-stream"])
+    _start(hosts, ["rt-bisect-stream"])
 
     async def five_more() -> bool:
         return int(await deps.redis.xlen(rt.dead_of(stream))) == 2 * rt.CAP
@@ -199,7 +178,7 @@ async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
 
 
 async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    stack: Stack, deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN a bad deploy on a topic: 20 records, every one poison
     topic = rt.bisect_topic(test_id)
@@ -209,7 +188,7 @@ async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records
     group = f"rt-{test_id}-bisect"
 
     # WHEN a host consumes them
-    host = _start(stack, test_id, tmp_path, hosts, ["rt-bisect-topic"])
+    host = _start(hosts, ["rt-bisect-topic"])
 
     async def stopped() -> bool:
         return _metric(host, "chat_function_dead_letter_stopped", "rt-bisect-topic") == 1
@@ -229,7 +208,7 @@ async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records
     assert "dead_letter_cap" in host.tail(200)
     # AND a restarted host resumes at the first record not dead-lettered
     host.kill()
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-topic"])
+    _start(hosts, ["rt-bisect-topic"])
 
     async def committed_twice() -> bool:
         return await asyncio.to_thread(_committed, stack, group, topic) == 2 * rt.CAP
@@ -240,7 +219,7 @@ async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records
 
 
 async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    stack: Stack, deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN storage stricter than the validators for one text (as after a schema change)
     refused = f"refused {test_id}"
@@ -261,7 +240,7 @@ async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
         _produce(stack, rt.persist_topic(test_id), [encode(m) for m in batch])
 
         # WHEN the persist function consumes them
-        _start(stack, test_id, tmp_path, hosts, ["rt-persist"])
+        _start(hosts, ["rt-persist"])
 
         async def stored() -> bool:
             async with await psycopg.AsyncConnection.connect(dsn) as conn:
