@@ -6,6 +6,7 @@ import atexit
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -15,6 +16,20 @@ from chat.settings import Settings
 from chat.shards import Shards
 from devstack import Stack
 from devstack.testing import make_stack, start_or_fail, stop_and_remove
+
+TESTS = Path(__file__).parent
+NEEDS = ("unit", "integration", "e2e")
+# What a folder's tests need. A test's own marker wins: the few tests of tests/infra that use the
+# stack, and the checks of tests/integration that need none, say so themselves.
+FOLDER_NEEDS = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "browser": "e2e",
+    "infra": "unit",
+}
+# Fixtures that start services: a test using one is not a unit test.
+SERVICE_FIXTURES = frozenset({"stack", "full_stack", "shards"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,15 +43,38 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "standalone: runs on a single-Redis stack only")
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers given here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Select the tests of the stack's Redis mode: a cluster test has no single Redis to kill,
-    a standalone one no primary to fail over. The other mode's tests are deselected (and run
-    in that mode's pass of ``make test``), never skipped."""
+    """Mark every test by what it needs, then select the tests of the stack's Redis mode."""
+    for item in items:
+        _mark_by_folder(item)
+    # A cluster test has no single Redis to kill, a standalone one no primary to fail over. The
+    # other mode's tests are deselected (and run in that mode's pass of ``make test``), never
+    # skipped.
     other = "standalone" if os.environ.get("REDIS") == "cluster" else "cluster"
     keep = [item for item in items if other not in item.keywords]
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if other in i.keywords])
         items[:] = keep
+
+
+def _mark_by_folder(item: pytest.Item) -> None:
+    """Give ``item`` its folder's marker unless it has one; refuse a unit test using services."""
+    needs = {mark.name for mark in item.iter_markers() if mark.name in NEEDS}
+    if not needs:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder not in FOLDER_NEEDS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests/{folder} has no marker; add the folder to FOLDER_NEEDS"
+                " in tests/conftest.py"
+            )
+        needs = {FOLDER_NEEDS[folder]}
+        item.add_marker(FOLDER_NEEDS[folder])
+    used = SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    if "unit" in needs and used:
+        raise pytest.UsageError(
+            f"{item.nodeid} is a unit test but uses {sorted(used)}: mark it integration"
+        )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

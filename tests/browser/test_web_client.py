@@ -19,8 +19,7 @@ from gateway_node import GatewayNode
 from playwright.async_api import Locator, Page, expect
 
 from devstack import Stack
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 NewPage = Callable[[str], Awaitable[Page]]
 HISTORY_PAGE = 50  # the page's newest page of history
@@ -44,10 +43,6 @@ SUBMIT_ALL = """(texts) => {
     document.getElementById("composer").requestSubmit();
   }
 }"""
-
-
-def new_room() -> str:
-    return f"web-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -84,7 +79,7 @@ async def two_nodes(
     new_page: NewPage, nodes: list[str], first: str, second: str
 ) -> tuple[str, Page, Page]:
     """A new room with ``first`` on the first gateway node and ``second`` on the second."""
-    room = new_room()
+    room = unique_room("web")
     return (
         room,
         await open_chat(new_page, nodes[0], first, room),
@@ -144,7 +139,7 @@ async def spend_send_budget(url: str, user: str, sockets: int = 6, each: int = 1
     """Use up ``user``'s per-user send budget from other sockets, in another room."""
     # Twice the burst (40) plus what refills (20/s) while a loaded machine sends them and the
     # page's burst follows: the budget stays spent for about three seconds, whatever the load.
-    room = new_room()
+    room = unique_room("web")
 
     async def spend(index: int) -> None:
         async with socket_as(url, user) as client:
@@ -197,7 +192,7 @@ async def test_two_pages_on_two_nodes_chat(
 async def test_history_is_there_after_reload_and_pages_older_on_scroll_up(
     new_page: NewPage, nodes: list[str], screenshots: Path
 ) -> None:
-    room = new_room()
+    room = unique_room("web")
     async with socket_as(nodes[0], "seeder") as seeder:
         await seed(seeder, room, 70)
     page = await open_chat(new_page, nodes[1], "carol", room)
@@ -253,7 +248,7 @@ async def test_markup_in_a_message_is_shown_as_text(
 
 
 async def test_errors_are_shown_inline(new_page: NewPage, nodes: list[str]) -> None:
-    room = new_room()
+    room = unique_room("web")
     page = await open_chat(new_page, nodes[0], "erin", room)
 
     await say(page, "x" * 4001)
@@ -490,23 +485,22 @@ async def test_reactions_toggle_and_both_nodes_agree_on_the_counts(
 
 async def until_unread(url: str, user: str, room: str, expected: int) -> None:
     """Wait (bounded) until GET /me/rooms, as persisted, gives ``room`` that unread count."""
-    deadline = time.monotonic() + 20
     async with httpx.AsyncClient(base_url=url, headers={"X-User": user}, timeout=10) as client:
-        while True:
+
+        async def shown() -> bool:
             response = await client.get("/me/rooms")
             response.raise_for_status()
             counts = {r["room"]: r["unread"] for r in response.json()["rooms"]}
-            if counts.get(room) == expected:
-                return
-            assert time.monotonic() < deadline, f"unread of {room}: {counts.get(room)}"
-            await asyncio.sleep(0.2)
+            return counts.get(room) == expected
+
+        await until(shown, f"{expected} unread in {room} at /me/rooms", every_s=0.2)
 
 
 async def test_unread_badges_count_what_came_while_away_and_clear_on_opening(
     new_page: NewPage, nodes: list[str], screenshots: Path
 ) -> None:
     reader, writer = unique_user("uma"), unique_user("walt")
-    lunch, other = new_room(), new_room()
+    lunch, other = unique_room("web"), unique_room("web")
     page = await open_chat(new_page, nodes[1], reader, lunch)
     await join(page, other)
     alice = await open_chat(new_page, nodes[0], writer, lunch)
@@ -607,7 +601,7 @@ async def test_a_reload_shows_edits_deletes_reactions_and_replies_from_history(
 async def test_a_join_past_the_replay_cap_repairs_edits_deletes_and_reactions(
     new_page: NewPage, nodes: list[str], short_replay_node: GatewayNode
 ) -> None:
-    room = new_room()
+    room = unique_room("web")
     alice = await open_chat(new_page, nodes[0], "alice", room)
     bob = await open_chat(new_page, short_replay_node.url, "bob", room)
     await say(alice, "first draft")

@@ -1,4 +1,4 @@
-"""A recording Socket.IO client and waiting helpers for the realtime gateway's e2e tests."""
+"""Socket.IO clients for the realtime gateway's e2e tests: a recording one and a raw one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import itertools
 import json
 import socket
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -15,20 +14,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
-import pytest
 import socketio
 from websockets.asyncio.client import ClientConnection, connect
 
 from devstack import Stack
 
-DEADLINE_S = 20.0
 # The events that take a room seq.
 ROOM_EVENTS = ("message", "message_updated", "message_deleted", "reaction")
-
-
-def unique_room(prefix: str = "rt") -> str:
-    """A room name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def token(stack: Stack, user: str, secret: str | None = None, **claims: Any) -> str:
@@ -119,16 +111,6 @@ class Client:
         """The room's users per the latest presence event, None before any."""
         seen = self.got("presence", room)
         return seen[-1]["users"] if seen else None
-
-
-async def until(check: Callable[[], bool], what: str, deadline_s: float = DEADLINE_S) -> float:
-    """Wait until ``check()`` holds; return the seconds it took; fail after the deadline."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > deadline_s:
-            pytest.fail(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
 
 
 class RawSocket:

@@ -11,13 +11,12 @@ import pytest
 import schemathesis
 import socketio
 from hypothesis import HealthCheck, given, settings
-from realtime_client import Client, unique_room, until
+from realtime_client import Client
 from schemathesis.generation.modes import GenerationMode
 
 from devstack import Stack
 from functions.openapi import build_spec
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 # Each passed the old validation and then failed in a store, or crashed a handler.
 POISON: list[tuple[str, dict[str, Any], str]] = [

@@ -10,13 +10,14 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from realtime_client import Client, unique_room, until
+from realtime_client import Client
 
 from chat import names
 from chat.shards import Shards
 from devstack import Stack
+from tests.support import unique_room, until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+pytestmark = pytest.mark.cluster
 
 ROOMS = 6
 MESSAGES = 180

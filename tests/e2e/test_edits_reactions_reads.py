@@ -10,11 +10,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from realtime_client import Client, unique_room, until
+from realtime_client import Client
 
 from devstack import Stack
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 
 @pytest.fixture

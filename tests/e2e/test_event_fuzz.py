@@ -9,12 +9,11 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from realtime_client import Client, unique_room, until
+from realtime_client import Client
 
 from chat.contract import ErrorCode
 from devstack import Stack
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 CODES = {code.value for code in ErrorCode}
 EVENTS = ("join", "leave", "send", "typing", "no-such-event")

@@ -12,13 +12,12 @@ import httpx
 import psycopg
 import pytest
 import websockets
-from realtime_client import Client, unique_room, until
+from realtime_client import Client
 
 from chat import frames, names
 from chat.shards import Shards
 from devstack import Stack
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 
 @pytest.fixture

@@ -20,12 +20,11 @@ import httpx
 import pytest
 import socketio
 import websockets
-from realtime_client import Client, RawSocket, unique_room, until
+from realtime_client import Client, RawSocket
 
 from chat.settings import Settings
 from devstack import Stack
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 LIMITS = {
     "CHAT_MAX_OUTBOUND_PACKETS": "40",

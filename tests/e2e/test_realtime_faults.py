@@ -8,14 +8,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from realtime_client import Client, unique_room, until
+from realtime_client import Client
 
 from chat import names
 from chat.clients import redis_client
 from chat.settings import Settings
 from devstack import Stack
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 # A dead node's members linger at most one TTL after its last heartbeat plus one surviving
 # heartbeat to notice; a second of slack for scheduling on a busy machine.

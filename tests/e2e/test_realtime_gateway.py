@@ -11,14 +11,13 @@ from typing import Any
 import httpx
 import pytest
 import socketio
-from realtime_client import Client, token, unique_room, until
+from realtime_client import Client, token
 
 from chat.ratelimit import Limit, RateLimiter
 from chat.settings import Settings
 from chat.shards import Shards
 from devstack import Stack
-
-pytestmark = pytest.mark.e2e
+from tests.support import unique_room, until
 
 
 async def _connect(made: list[Client], url: str, user: str | None = None, **kwargs: Any) -> Client:

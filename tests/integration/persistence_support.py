@@ -1,9 +1,8 @@
-"""Helpers for the persistence tests: Deps on the session stack, messages, records, a client."""
+"""Helpers for the persistence tests: queries, messages, Kafka records, an HTTP client."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,26 +12,14 @@ from starlette.types import ASGIApp
 
 from chat.contract import Message
 from chat.ids import message_id
-from chat.settings import Settings
-from devstack import Stack
 from functions import persist, registry
 from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
 from functions.web import function_app
 
 _encode = msgspec.json.Encoder().encode
-
-
-def make_deps(stack: Stack, **overrides: object) -> Deps:
-    """Deps on the session stack."""
-    return Deps(Settings.from_env(stack.env(), environment="test", **overrides))
-
-
-async def stack_deps(stack: Stack) -> AsyncIterator[Deps]:
-    """Fixture body: Deps on the session stack, closed after the test."""
-    deps = make_deps(stack)
-    yield deps
-    await deps.aclose()
+# The ``make_deps`` fixture: Deps on the session stack with some settings overridden.
+MakeDeps = Callable[..., Deps]
 
 
 def http_app(function: str, deps: Deps) -> ASGIApp:
@@ -63,11 +50,6 @@ async def get_error(app: ASGIApp, url: str, **headers: str) -> tuple[int, str]:
         response = await http.get(url, headers={k.replace("_", "-"): v for k, v in headers.items()})
     assert response.status_code >= 400, response.text
     return response.status_code, response.json()["error"]["code"]
-
-
-def unique_room(prefix: str = "t") -> str:
-    """A room name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def iso(ts: datetime) -> str:

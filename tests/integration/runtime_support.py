@@ -1,8 +1,7 @@
-"""Helpers for the runtime tests: function hosts as child processes, waiting, free ports."""
+"""Helpers for the runtime tests: function hosts as child processes, Kafka topics, free ports."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -10,12 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from pathlib import Path
 
-from chat.settings import Settings
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
 from devstack import Stack
-from functions.deps import Deps
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = "tests.integration.runtime_handlers:FUNCTIONS"
@@ -121,19 +120,41 @@ class HostProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout_s: float, what: str, every_s: float = 0.2
-) -> None:
-    """Wait until ``check()`` is true; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(every_s)
+class Hosts:
+    """The function hosts one test starts (the ``hosts`` fixture); ``close`` stops them all."""
+
+    def __init__(self, stack: Stack, test_id: str, logs: Path) -> None:
+        self._stack = stack
+        self._test_id = test_id
+        self._logs = logs
+        self.started: list[HostProcess] = []
+
+    def start(
+        self, name: str, only: list[str], *, grace_s: float = 10.0, wait: bool = True
+    ) -> HostProcess:
+        """Start a host running ``only`` those functions; healthy on return unless not ``wait``."""
+        host = HostProcess(self._stack, self._test_id, name, only, self._logs, grace_s)
+        self.started.append(host)
+        if wait:
+            host.wait_healthy()
+        return host
+
+    def close(self) -> None:
+        """Make sure every host started is gone (test teardown)."""
+        for host in self.started:
+            host.close()
 
 
-def stack_deps(stack: Stack) -> Deps:
-    """Clients of the session stack for the test process itself."""
-    return Deps(Settings.from_env(stack.env(), environment="test"))
+def create_topics(stack: Stack, partitions: Mapping[str, int]) -> None:
+    """Create the Kafka topics (name: partition count) that do not exist yet."""
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [
+        NewTopic(name, num_partitions=count, replication_factor=1)
+        for name, count in partitions.items()
+        if name not in existing
+    ]
+    if not wanted:
+        return
+    for future in admin.create_topics(wanted).values():
+        future.result(timeout=30)

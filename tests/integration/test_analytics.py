@@ -16,15 +16,9 @@ from tests.integration.persistence_support import (
     get_json,
     http_app,
     message,
-    stack_deps,
     store,
-    unique_room,
 )
-
-pytestmark = pytest.mark.integration
-
-
-deps = pytest.fixture(stack_deps, name="deps")
+from tests.support import unique_room
 
 
 async def test_analytics_match_counts_computed_from_the_messages(deps: Deps) -> None:

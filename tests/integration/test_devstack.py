@@ -19,8 +19,6 @@ from devstack.ports import port_free
 from devstack.process import group_members
 from devstack.testing import make_stack, start_or_fail, stop_and_remove
 
-pytestmark = pytest.mark.integration
-
 CONTRACT_KEYS = {
     "ws_urls",
     "entry_url",

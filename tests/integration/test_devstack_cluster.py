@@ -81,7 +81,6 @@ def test_redis_names_the_mode() -> None:
         redis_mode_from_env({"REDIS": "sentinel"})
 
 
-@pytest.mark.integration
 def test_three_masters_each_with_a_replica_serve_every_slot(cluster_stack: Stack) -> None:
     roles = cluster_stack.redis_roles()
 
@@ -117,7 +116,6 @@ def test_three_masters_each_with_a_replica_serve_every_slot(cluster_stack: Stack
         assert _listening(port) == {"0100007F"} and _listening(bus) == {"0100007F"}, name
 
 
-@pytest.mark.integration
 def test_endpoints_and_children_name_the_cluster(
     cluster_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,7 +149,6 @@ def test_endpoints_and_children_name_the_cluster(
         client.close()
 
 
-@pytest.mark.integration
 def test_a_killed_master_fails_over_and_rejoins_as_a_replica(cluster_stack: Stack) -> None:
     key = "devstack-test:{failover}"
     client = _cluster_client(cluster_stack)
@@ -196,7 +193,6 @@ def test_a_killed_master_fails_over_and_rejoins_as_a_replica(cluster_stack: Stac
     assert published["pids"][master] == after[master]
 
 
-@pytest.mark.integration
 def test_redis_stands_for_every_node(cluster_stack: Stack) -> None:
     before = {name: cluster_stack.pid(name) for name in NODES}
 
@@ -219,7 +215,6 @@ def test_redis_stands_for_every_node(cluster_stack: Stack) -> None:
         assert probe.connect_ex(("127.0.0.1", cluster_stack.ports.redis)) != 0
 
 
-@pytest.mark.integration
 def test_a_creation_cut_short_is_made_again() -> None:
     stack = make_stack("chat-cluster-again-", gateways=0, function_hosts=0, redis_mode="cluster")
     try:

@@ -14,15 +14,9 @@ from tests.integration.persistence_support import (
     get_json,
     http_app,
     message,
-    stack_deps,
     store,
-    unique_room,
 )
-
-pytestmark = pytest.mark.integration
-
-
-deps = pytest.fixture(stack_deps, name="deps")
+from tests.support import unique_room
 
 
 async def _page(deps: Deps, params: dict[str, str | int], room: str) -> dict[str, Any]:

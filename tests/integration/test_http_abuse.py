@@ -15,19 +15,14 @@ from devstack import Stack
 from functions import retention
 from functions.deps import Deps
 from tests.integration.persistence_support import (
+    MakeDeps,
     client,
     fetch,
     http_app,
-    make_deps,
     message,
-    stack_deps,
     store,
-    unique_room,
 )
-
-pytestmark = pytest.mark.integration
-
-deps = pytest.fixture(stack_deps, name="deps")
+from tests.support import unique_room
 
 
 def _bearer(stack: Stack, user: str, **claims: object) -> dict[str, str]:
@@ -118,8 +113,8 @@ async def test_a_search_of_exclusions_alone_is_refused(deps: Deps, q: str) -> No
     assert fine.status_code == 200 and [h["seq"] for h in fine.json()["results"]] == [1]
 
 
-async def test_every_pooled_statement_has_a_timeout(stack: Stack) -> None:
-    deps = make_deps(stack, postgres_statement_timeout_ms=200)
+async def test_every_pooled_statement_has_a_timeout(make_deps: MakeDeps) -> None:
+    deps = make_deps(postgres_statement_timeout_ms=200)
     pool = postgres_pool(deps.settings)
     await pool.open(wait=True, timeout=15)
     try:
@@ -130,28 +125,24 @@ async def test_every_pooled_statement_has_a_timeout(stack: Stack) -> None:
                 await conn.execute("SELECT pg_sleep(2)")
     finally:
         await pool.close()
-        await deps.aclose()
 
 
-async def test_each_caller_has_an_http_rate_limit(stack: Stack) -> None:
-    deps = make_deps(stack, rate_limits="http.user=1:3")
+async def test_each_caller_has_an_http_rate_limit(make_deps: MakeDeps) -> None:
+    deps = make_deps(rate_limits="http.user=1:3")
     room = unique_room()
-    try:
-        async with (
-            client(http_app("history", deps), f"greedy-{room}") as greedy,
-            client(http_app("history", deps)) as other,
-        ):
-            answers = [await greedy.get(f"/rooms/{room}/messages") for _ in range(6)]
-            assert [r.status_code for r in answers[:3]] == [200, 200, 200]
-            limited = answers[-1]
-            assert limited.status_code == 429
-            assert limited.json()["error"]["code"] == "rate_limited"
-            assert limited.json()["retry_after_ms"] > 0
-            assert int(limited.headers["retry-after"]) >= 1
-            # Another caller is not slowed by the greedy one.
-            assert (await other.get(f"/rooms/{room}/messages")).status_code == 200
-    finally:
-        await deps.aclose()
+    async with (
+        client(http_app("history", deps), f"greedy-{room}") as greedy,
+        client(http_app("history", deps)) as other,
+    ):
+        answers = [await greedy.get(f"/rooms/{room}/messages") for _ in range(6)]
+        assert [r.status_code for r in answers[:3]] == [200, 200, 200]
+        limited = answers[-1]
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert limited.json()["retry_after_ms"] > 0
+        assert int(limited.headers["retry-after"]) >= 1
+        # Another caller is not slowed by the greedy one.
+        assert (await other.get(f"/rooms/{room}/messages")).status_code == 200
 
 
 async def test_retention_trims_the_recent_logs_so_history_never_serves_deleted_rows(
@@ -186,19 +177,16 @@ async def test_retention_trims_the_recent_logs_so_history_never_serves_deleted_r
     assert [m["seq"] for m in page["messages"]] == [5, 6]
 
 
-async def test_history_skips_recent_log_entries_past_retention(stack: Stack) -> None:
+async def test_history_skips_recent_log_entries_past_retention(make_deps: MakeDeps) -> None:
     # GIVEN an old message only in the recent log (retention has not run yet)
-    deps = make_deps(stack, retention_days=7)
+    deps = make_deps(retention_days=7)
     room = unique_room()
     old = message(room, 1, ts=datetime.now(UTC) - timedelta(days=8))
     new = message(room, 2)
-    try:
-        for m in (old, new):
-            await deps.redis.xadd(
-                names.recent_log_key(room), {"m": msgspec.json.encode(m).decode()}, id=f"{m.seq}-0"
-            )
-        async with client(http_app("history", deps)) as http:
-            page = (await http.get(f"/rooms/{room}/messages")).json()
-        assert [m["seq"] for m in page["messages"]] == [2]
-    finally:
-        await deps.aclose()
+    for m in (old, new):
+        await deps.redis.xadd(
+            names.recent_log_key(room), {"m": msgspec.json.encode(m).decode()}, id=f"{m.seq}-0"
+        )
+    async with client(http_app("history", deps)) as http:
+        page = (await http.get(f"/rooms/{room}/messages")).json()
+    assert [m["seq"] for m in page["messages"]] == [2]

@@ -5,28 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from confluent_kafka import Consumer
 
 from chat import frames, names
 from chat.contract import SendRequest, inbound_fields
 from chat.ids import message_id
-from chat.settings import Settings
 from devstack import Stack
 from functions import message
 from functions.batch import StreamRecord
 from functions.deps import Deps
-
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def deps(stack: Stack) -> AsyncIterator[Deps]:
-    deps = Deps(Settings.from_env(stack.env(), environment="test"))
-    yield deps
-    await deps.aclose()
 
 
 def _record(entry_id: str, room: str, sender: str, cid: str, text: str = "hi") -> StreamRecord:

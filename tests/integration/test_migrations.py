@@ -13,8 +13,6 @@ import pytest
 from devstack import Stack
 from functions.store.migrate import MigrationError, migrate, migrations
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def empty_db(stack: Stack) -> Iterator[str]:

@@ -7,8 +7,6 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 
-import pytest
-
 from chat import names
 from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps
@@ -16,9 +14,7 @@ from functions.registry import Function
 from functions.runtime.partitions import PartitionedRunner, assignment
 from functions.runtime.redis_stream import RedisStreamRunner
 from functions.triggers import RedisStream, StreamPartition
-from tests.integration.runtime_support import eventually
-
-pytestmark = pytest.mark.integration
+from tests.support import until
 
 PARTITIONS = 4
 
@@ -97,21 +93,21 @@ async def test_hosts_coming_and_going_keep_one_consumer_per_partition_in_order(
 
     try:
         # GIVEN one host: it holds every partition and handles everything
-        await eventually(lambda: _holds(a, PARTITIONS), 10, "a holding every partition")
+        await until(lambda: _holds(a, PARTITIONS), "a holding every partition", 10)
         await send(20)
-        await eventually(all_seen, 10, "a handling the first entries")
+        await until(all_seen, "a handling the first entries", 10)
 
         # WHEN a second host joins: the partitions are split, each held by one of them
         tasks["b"] = asyncio.create_task(b.run())
-        await eventually(lambda: _split(a, b), 15, "the partitions split between a and b")
+        await until(lambda: _split(a, b), "the partitions split between a and b", 15)
         await send(20)
-        await eventually(all_seen, 10, "both handling entries")
+        await until(all_seen, "both handling entries", 10)
         assert {c for c, _, n in rec.seen if int(n) >= 20} == {"a", "b"}
 
         # WHEN b stops gracefully: a takes its partitions at once
         b.stop()
         await asyncio.wait_for(tasks.pop("b"), 10)
-        await eventually(lambda: _holds(a, PARTITIONS), 5, "a taking b's partitions back")
+        await until(lambda: _holds(a, PARTITIONS), "a taking b's partitions back", 5)
 
         # WHEN a hangs mid-batch and dies without releasing anything, and c is there
         c = _runner(fn, deps, "c", rec)
@@ -125,9 +121,9 @@ async def test_hosts_coming_and_going_keep_one_consumer_per_partition_in_order(
             task.cancel()
         tasks["c"] = asyncio.create_task(c.run())
         # THEN c takes over every partition once a's leases expire, and handles what a held
-        await eventually(lambda: _holds(c, PARTITIONS), 10, "c taking a's partitions")
+        await until(lambda: _holds(c, PARTITIONS), "c taking a's partitions", 10)
         await send(4)
-        await eventually(all_seen, 10, "c handling a's entries and new ones")
+        await until(all_seen, "c handling a's entries and new ones", 10)
     finally:
         for host in (a, b):
             host.stop()

@@ -6,23 +6,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from functions import persist, retention
 from functions.deps import Deps
 from tests.integration.persistence_support import (
     fetch,
     message,
     records,
-    stack_deps,
     store,
-    unique_room,
 )
-
-pytestmark = pytest.mark.integration
-
-
-deps = pytest.fixture(stack_deps, name="deps")
+from tests.support import unique_room
 
 
 async def _room_rows(deps: Deps, room: str) -> list[tuple[Any, ...]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,28 +19,24 @@ from chat.contract import (
     read_fields,
 )
 from chat.ids import message_id, op_id
-from devstack import Stack
 from functions import message, persist
 from functions.batch import StreamRecord
 from functions.deps import Deps
 from tests.integration.persistence_support import (
+    MakeDeps,
     fetch,
     get_json,
     http_app,
-    make_deps,
     records,
-    unique_room,
 )
+from tests.support import unique_room
 
-pytestmark = pytest.mark.integration
 TS = "2026-11-28T10:00:00.000Z"
 
 
 @pytest.fixture
-async def deps(stack: Stack) -> AsyncIterator[Deps]:
-    deps = make_deps(stack, max_emojis_per_message=2)
-    yield deps
-    await deps.aclose()
+def deps(make_deps: MakeDeps) -> Deps:
+    return make_deps(max_emojis_per_message=2)
 
 
 class Room:

@@ -5,37 +5,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack import Stack
 from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
-from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, eventually
+from tests.integration.runtime_support import REGISTRY, REPO, HostProcess, Hosts, create_topics
+from tests.support import until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def host(stack: Stack, test_id: str, tmp_path: Path) -> Iterator[HostProcess]:
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    topics = [
-        NewTopic(rt.topic_name(test_id), num_partitions=2, replication_factor=1),
-        NewTopic(rt.topic_dead_letter(test_id), num_partitions=1, replication_factor=1),
-    ]
-    for future in admin.create_topics(topics).values():
-        future.result(timeout=30)
-    process = HostProcess(stack, test_id, "functions-rt", ["rt-stream", "rt-topic"], tmp_path)
-    try:
-        process.wait_healthy()
-        yield process
-    finally:
-        process.close()
+def host(stack: Stack, test_id: str, hosts: Hosts) -> HostProcess:
+    create_topics(stack, {rt.topic_name(test_id): 2, rt.topic_dead_letter(test_id): 1})
+    return hosts.start("functions-rt", ["rt-stream", "rt-topic"])
 
 
 def _function(test_id: str, name: str) -> rt.Function:
@@ -73,7 +60,7 @@ async def test_a_poison_entry_is_dead_lettered_and_a_failed_one_retried_alone(
     async def all_done() -> bool:
         return int(await deps.redis.hlen(rt.seen_key(test_id))) == len(keys) - 1
 
-    await eventually(all_done, 30, "every good entry to be processed")
+    await until(all_done, "every good entry to be processed", 30)
 
     # THEN each good entry was completed once, in order but for the retried one
     seen = await deps.redis.hgetall(rt.seen_key(test_id))
@@ -111,7 +98,7 @@ async def test_a_handler_past_its_timeout_is_retried_then_dead_lettered(
         return int(await deps.redis.xlen(rt.stream_dead_letter(test_id))) == 1
 
     # THEN it is tried max_attempts (3) times, then dead-lettered with the timeout as error
-    await eventually(dead_lettered, 30, "the slow entry to be dead-lettered")
+    await until(dead_lettered, "the slow entry to be dead-lettered", 30)
     ((_, fields),) = await deps.redis.xrange(rt.stream_dead_letter(test_id))
     assert fields["_attempts"] == "3"
     assert "timed out" in fields["_error"]
@@ -121,7 +108,7 @@ async def test_a_handler_past_its_timeout_is_retried_then_dead_lettered(
     async def flowed() -> bool:
         return await deps.redis.hget(rt.seen_key(test_id), "after") == "1"
 
-    await eventually(flowed, 10, "the next entry to be processed")
+    await until(flowed, "the next entry to be processed", 10)
 
 
 async def test_a_fixed_dead_letter_replays_through_the_cli(
@@ -133,7 +120,7 @@ async def test_a_fixed_dead_letter_replays_through_the_cli(
     async def dead_lettered() -> bool:
         return int(await deps.redis.xlen(rt.stream_dead_letter(test_id))) == 1
 
-    await eventually(dead_lettered, 15, "the broken entry to be dead-lettered")
+    await until(dead_lettered, "the broken entry to be dead-lettered", 15)
     # WHEN the fix lands and the dead letters are replayed
     await deps.redis.set(rt.fixed_key(test_id), "1")
     assert "replayed 1 " in _cli(stack, test_id, "dead-letters", "replay", "rt-stream", "--all")
@@ -142,7 +129,7 @@ async def test_a_fixed_dead_letter_replays_through_the_cli(
     async def processed() -> bool:
         return await deps.redis.hget(rt.seen_key(test_id), "b1") == "1"
 
-    await eventually(processed, 15, "the replayed entry to be processed")
+    await until(processed, "the replayed entry to be processed", 15)
     assert await deps.redis.xlen(rt.stream_dead_letter(test_id)) == 0
 
 
@@ -162,7 +149,7 @@ async def test_a_poison_record_leaves_its_partition_flowing_and_a_slow_one_times
         return int(await deps.redis.hlen(rt.seen_key(test_id))) == len(keys) - 1
 
     # THEN the rest of the partition is processed once each, in order
-    await eventually(all_done, 45, "every good record to be processed")
+    await until(all_done, "every good record to be processed", 45)
     order = await deps.redis.lrange(rt.order_key(test_id, "0"), 0, -1)
     assert order == [k for k in keys if k != "p04"]
     fn = _function(test_id, "rt-topic")
@@ -179,7 +166,7 @@ async def test_a_poison_record_leaves_its_partition_flowing_and_a_slow_one_times
         return len(await list_dead_letters(fn, deps)) == 2
 
     # THEN it is retried, dead-lettered after 3 attempts, and its partition goes on
-    await eventually(two_letters, 30, "the slow record to be dead-lettered", every_s=1)
+    await until(two_letters, "the slow record to be dead-lettered", 30, every_s=1)
     slow = (await list_dead_letters(fn, deps))[1]
     assert slow.attempts == 3 and "timed out" in slow.error
     producer.produce(topic, json.dumps({"key": "after"}).encode(), partition=1)
@@ -188,4 +175,4 @@ async def test_a_poison_record_leaves_its_partition_flowing_and_a_slow_one_times
     async def flowed() -> bool:
         return await deps.redis.hget(rt.seen_key(test_id), "after") == "1"
 
-    await eventually(flowed, 15, "the next record to be processed")
+    await until(flowed, "the next record to be processed", 15)

@@ -6,15 +6,12 @@ import asyncio
 import io
 import json
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack import Stack
 from functions.aws.bridge import build
@@ -22,41 +19,24 @@ from functions.deps import Deps
 from functions.runtime.dead_letters import list_dead_letters
 from tests.integration import runtime_handlers as rt
 from tests.integration.persistence_support import message
-from tests.integration.runtime_support import HostProcess, eventually
+from tests.integration.runtime_support import HostProcess, Hosts, create_topics
+from tests.support import until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 BISECT = ["rt-bisect-stream", "rt-bisect-topic"]
 
 
 @pytest.fixture
-def topics(stack: Stack, test_id: str) -> None:
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    created = [
-        NewTopic(name, num_partitions=1, replication_factor=1)
-        for source in (rt.bisect_topic(test_id), rt.persist_topic(test_id))
-        for name in (source, rt.dead_of(source))
-    ]
-    for future in admin.create_topics(created).values():
-        future.result(timeout=30)
+def hosts(stack: Stack, test_id: str, hosts: Hosts) -> Hosts:
+    """The test's hosts, once the topics of its functions exist."""
+    sources = (rt.bisect_topic(test_id), rt.persist_topic(test_id))
+    create_topics(stack, {name: 1 for source in sources for name in (source, rt.dead_of(source))})
+    return hosts
 
 
-@pytest.fixture
-def hosts(stack: Stack, test_id: str, tmp_path: Path, topics: None) -> Iterator[list[HostProcess]]:
-    """Started hosts of this test (each closed at teardown); the fixture starts none."""
-    started: list[HostProcess] = []
-    yield started
-    for host in started:
-        host.close()
-
-
-def _start(
-    stack: Stack, test_id: str, tmp_path: Path, hosts: list[HostProcess], only: list[str]
-) -> HostProcess:
-    host = HostProcess(stack, test_id, f"functions-poison-{len(hosts)}", only, tmp_path)
-    hosts.append(host)
-    host.wait_healthy()
-    return host
+def _start(hosts: Hosts, only: list[str]) -> HostProcess:
+    return hosts.start(f"functions-poison-{len(hosts.started)}", only)
 
 
 def _metric(host: HostProcess, name: str, function: str) -> float:
@@ -88,7 +68,7 @@ def _produce(stack: Stack, topic: str, values: list[bytes]) -> None:
 
 
 async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN 50 entries landing at once, one of which makes the handler raise
     stream = rt.bisect_stream(test_id)
@@ -100,12 +80,12 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
         await pipe.execute()
 
     # WHEN a host works through them
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-stream"])
+    _start(hosts, ["rt-bisect-stream"])
 
     async def dead_lettered() -> bool:
         return int(await deps.redis.xlen(rt.dead_of(stream))) >= 1
 
-    await eventually(dead_lettered, 60, "the crashing entry to be dead-lettered")
+    await until(dead_lettered, "the crashing entry to be dead-lettered", 60)
 
     # THEN only the crashing entry is dead-lettered, after 3 tries alone
     ((_, fields),) = await deps.redis.xrange(rt.dead_of(stream))
@@ -119,7 +99,7 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
         done = len(await deps.redis.hgetall(rt.seen_key(test_id))) >= len(keys) - 1
         return done and (await deps.redis.xinfo_groups(stream))[0]["pending"] == 0
 
-    await eventually(settled, 60, "the other 49 entries to be processed and acked")
+    await until(settled, "the other 49 entries to be processed and acked", 60)
     seen = await deps.redis.hgetall(rt.seen_key(test_id))
     assert seen == {k: "1" for k in keys if k != "k25"}
     order = await deps.redis.lrange(rt.order_key(test_id, "room"), 0, -1)
@@ -129,7 +109,7 @@ async def test_one_crashing_entry_in_a_batch_of_50_is_the_only_dead_letter(
 
 
 async def test_one_crashing_record_in_a_batch_of_50_is_the_only_dead_letter(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    stack: Stack, deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN 50 records of one partition, one of which makes the handler raise
     topic = rt.bisect_topic(test_id)
@@ -141,13 +121,13 @@ async def test_one_crashing_record_in_a_batch_of_50_is_the_only_dead_letter(
     )
 
     # WHEN a host works through them
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-topic"])
+    _start(hosts, ["rt-bisect-topic"])
     group = f"rt-{test_id}-bisect"
 
     async def committed_all() -> bool:
         return await asyncio.to_thread(_committed, stack, group, topic) == len(keys)
 
-    await eventually(committed_all, 60, "the whole partition to be committed", every_s=1)
+    await until(committed_all, "the whole partition to be committed", 60, every_s=1)
 
     # THEN only the crashing record is dead-lettered, after 3 tries alone
     fn = next(f for f in rt.functions_for(test_id) if f.name == "rt-bisect-topic")
@@ -162,7 +142,7 @@ async def test_one_crashing_record_in_a_batch_of_50_is_the_only_dead_letter(
 
 
 async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN a bad deploy: 20 entries, every one poison, and a cap of 5 dead letters a minute
     stream = rt.bisect_stream(test_id)
@@ -172,12 +152,12 @@ async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
         await pipe.execute()
 
     # WHEN a host consumes them
-    host = _start(stack, test_id, tmp_path, hosts, ["rt-bisect-stream"])
+    host = _start(hosts, ["rt-bisect-stream"])
 
     async def stopped() -> bool:
         return _metric(host, "chat_function_dead_letter_stopped", "rt-bisect-stream") == 1
 
-    await eventually(stopped, 30, "the consumer to stop at its dead-letter cap")
+    await until(stopped, "the consumer to stop at its dead-letter cap", 30)
 
     # THEN it dead-lettered 5, stopped, says why, and leaves the 15 others in the stream
     await asyncio.sleep(3)
@@ -186,19 +166,19 @@ async def test_the_dead_letter_cap_stops_a_stream_consumer_fed_only_bad_entries(
     assert "dead_letter_cap" in host.tail(200)
     # AND a restarted host resumes, up to the cap again
     host.kill()
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-stream"])
+    _start(hosts, ["rt-bisect-stream"])
 
     async def five_more() -> bool:
         return int(await deps.redis.xlen(rt.dead_of(stream))) == 2 * rt.CAP
 
-    await eventually(five_more, 30, "the restarted consumer to dead-letter up to its cap")
+    await until(five_more, "the restarted consumer to dead-letter up to its cap", 30)
     await asyncio.sleep(2)
     assert await deps.redis.xlen(rt.dead_of(stream)) == 2 * rt.CAP
     assert await deps.redis.xlen(stream) == 20 - 2 * rt.CAP
 
 
 async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    stack: Stack, deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN a bad deploy on a topic: 20 records, every one poison
     topic = rt.bisect_topic(test_id)
@@ -208,18 +188,18 @@ async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records
     group = f"rt-{test_id}-bisect"
 
     # WHEN a host consumes them
-    host = _start(stack, test_id, tmp_path, hosts, ["rt-bisect-topic"])
+    host = _start(hosts, ["rt-bisect-topic"])
 
     async def stopped() -> bool:
         return _metric(host, "chat_function_dead_letter_stopped", "rt-bisect-topic") == 1
 
-    await eventually(stopped, 30, "the consumer to stop at its dead-letter cap")
+    await until(stopped, "the consumer to stop at its dead-letter cap", 30)
 
     # THEN 5 are dead-lettered and the group's offset stops right after them
     async def committed_cap() -> bool:
         return await asyncio.to_thread(_committed, stack, group, topic) == rt.CAP
 
-    await eventually(committed_cap, 20, "the offset after the dead letters to be committed")
+    await until(committed_cap, "the offset after the dead letters to be committed", 20)
     await asyncio.sleep(3)
     fn = next(f for f in rt.functions_for(test_id) if f.name == "rt-bisect-topic")
     letters = await list_dead_letters(fn, deps)
@@ -228,18 +208,18 @@ async def test_the_dead_letter_cap_stops_a_topic_consumer_before_the_bad_records
     assert "dead_letter_cap" in host.tail(200)
     # AND a restarted host resumes at the first record not dead-lettered
     host.kill()
-    _start(stack, test_id, tmp_path, hosts, ["rt-bisect-topic"])
+    _start(hosts, ["rt-bisect-topic"])
 
     async def committed_twice() -> bool:
         return await asyncio.to_thread(_committed, stack, group, topic) == 2 * rt.CAP
 
-    await eventually(committed_twice, 60, "the restarted consumer to go up to its cap", every_s=1)
+    await until(committed_twice, "the restarted consumer to go up to its cap", 60, every_s=1)
     letters = await list_dead_letters(fn, deps)
     assert [d.source for d in letters] == [f"{topic}/0/{i}" for i in range(2 * rt.CAP)]
 
 
 async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
-    stack: Stack, deps: Deps, hosts: list[HostProcess], test_id: str, tmp_path: Path
+    stack: Stack, deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN storage stricter than the validators for one text (as after a schema change)
     refused = f"refused {test_id}"
@@ -260,7 +240,7 @@ async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
         _produce(stack, rt.persist_topic(test_id), [encode(m) for m in batch])
 
         # WHEN the persist function consumes them
-        _start(stack, test_id, tmp_path, hosts, ["rt-persist"])
+        _start(hosts, ["rt-persist"])
 
         async def stored() -> bool:
             async with await psycopg.AsyncConnection.connect(dsn) as conn:
@@ -268,7 +248,7 @@ async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
                 row = await cur.fetchone()
             return bool(row and row[0] == 9)
 
-        await eventually(stored, 90, "the nine storable messages to be stored", every_s=0.5)
+        await until(stored, "the nine storable messages to be stored", 90, every_s=0.5)
         persist = next(f for f in rt.functions_for(test_id) if f.name == "rt-persist")
 
         async def dead_lettered() -> list[str]:
@@ -277,7 +257,7 @@ async def test_a_row_postgresql_refuses_is_the_only_dead_letter_of_its_batch(
         async def one_letter() -> bool:
             return len(await dead_lettered()) >= 1
 
-        await eventually(one_letter, 30, "the refused message to be dead-lettered", every_s=1)
+        await until(one_letter, "the refused message to be dead-lettered", 30, every_s=1)
 
         # THEN only the refused message is dead-lettered, once, and the others are stored
         await asyncio.sleep(2)
@@ -332,13 +312,13 @@ async def test_the_stream_bridge_bisects_a_batch_its_lambda_errors_on(
         async def dead_lettered() -> bool:
             return int(await deps.redis.xlen(rt.dead_of(stream))) >= 1
 
-        await eventually(dead_lettered, 60, "the crashing entry to be dead-lettered")
+        await until(dead_lettered, "the crashing entry to be dead-lettered", 60)
 
         async def all_handled() -> bool:
             pending = (await deps.redis.xinfo_groups(stream))[0]["pending"]
             return len(lam.succeeded) >= len(keys) - 1 and pending == 0
 
-        await eventually(all_handled, 60, "the other entries to be handled and acked")
+        await until(all_handled, "the other entries to be handled and acked", 60)
     finally:
         runner.stop()
         await asyncio.wait_for(task, timeout=30)

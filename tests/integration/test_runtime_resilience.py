@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from chat import names
 from chat.contract import SendRequest, inbound_fields
-from devstack import Stack
 from functions.deps import Deps
 from tests.integration import runtime_handlers as rt
-from tests.integration.runtime_support import HostProcess, eventually
+from tests.integration.runtime_support import Hosts
+from tests.support import until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 PIPELINE = ["message", "persist"]
 TS = "2026-11-28T10:00:00.000Z"
@@ -73,7 +72,7 @@ class Load:
         async def done() -> bool:
             return await self.persisted() >= want
 
-        await eventually(done, timeout_s, f"{want} rows", every_s=0.5)
+        await until(done, f"{want} rows", timeout_s, every_s=0.5)
 
     async def assert_exactly_once(self) -> None:
         """One row and one seq per message; per room, seqs run 1..n with no gap or repeat."""
@@ -92,109 +91,82 @@ class Load:
 
 
 async def test_kill_9_mid_batch_loses_nothing_and_duplicates_no_effect(
-    stack: Stack, deps: Deps, test_id: str, tmp_path: Path
+    deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     # GIVEN a backlog of sends and one host working through it
     load = Load(deps, test_id)
     await load.send(1500)
-    first = HostProcess(stack, test_id, "functions-a", PIPELINE, tmp_path)
-    second: HostProcess | None = None
-    try:
-        first.wait_healthy()
+    first = hosts.start("functions-a", PIPELINE)
 
-        async def under_way() -> bool:
-            return await load.sequenced() >= 300
+    async def under_way() -> bool:
+        return await load.sequenced() >= 300
 
-        await eventually(under_way, 30, "the first host to be under way", every_s=0.01)
-        # WHEN it is killed in the middle of its work
-        first.kill()
-        assert await load.sequenced() < 1500, "the host finished before it could be killed"
-        # AND another host takes over
-        second = HostProcess(stack, test_id, "functions-b", PIPELINE, tmp_path)
-        second.wait_healthy()
-        # THEN every message ends as exactly one row with one seq
-        await load.wait_all_persisted(90)
-        await asyncio.sleep(1)  # room for a late duplicate to show
-        await load.assert_exactly_once()
-    finally:
-        first.close()
-        if second is not None:
-            second.close()
+    await until(under_way, "the first host to be under way", 30, every_s=0.01)
+    # WHEN it is killed in the middle of its work
+    first.kill()
+    assert await load.sequenced() < 1500, "the host finished before it could be killed"
+    # AND another host takes over
+    hosts.start("functions-b", PIPELINE)
+    # THEN every message ends as exactly one row with one seq
+    await load.wait_all_persisted(90)
+    await asyncio.sleep(1)  # room for a late duplicate to show
+    await load.assert_exactly_once()
 
 
 async def test_a_host_joins_and_one_leaves_under_steady_load(
-    stack: Stack, deps: Deps, test_id: str, tmp_path: Path
+    deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     load = Load(deps, test_id)
-    hosts = [HostProcess(stack, test_id, "functions-a", PIPELINE, tmp_path, grace_s=10)]
-    try:
-        hosts[0].wait_healthy()
-        started = time.monotonic()
-        left = False
-        # GIVEN steady load (about 250 sends/s for 10 s)
-        for tick in range(50):
-            await load.send(50)
-            if tick == 15:
-                # WHEN a host joins ...
-                hosts.append(HostProcess(stack, test_id, "functions-b", PIPELINE, tmp_path))
-            if tick == 32 and not left:
-                # ... and, once it is up, the first one leaves
-                await asyncio.to_thread(hosts[1].wait_healthy)
-                took = await asyncio.to_thread(hosts[0].terminate, 15)
-                assert took < 13
-                left = True
-            await asyncio.sleep(max(0.0, started + (tick + 1) * 0.2 - time.monotonic()))
-        # THEN nothing is lost and nothing takes effect twice
-        await load.wait_all_persisted(90)
-        await asyncio.sleep(1)
-        await load.assert_exactly_once()
-    finally:
-        for host in hosts:
-            host.close()
+    first = hosts.start("functions-a", PIPELINE, grace_s=10)
+    started = time.monotonic()
+    left = False
+    # GIVEN steady load (about 250 sends/s for 10 s)
+    for tick in range(50):
+        await load.send(50)
+        if tick == 15:
+            # WHEN a host joins ...
+            joined = hosts.start("functions-b", PIPELINE, wait=False)
+        if tick == 32 and not left:
+            # ... and, once it is up, the first one leaves
+            await asyncio.to_thread(joined.wait_healthy)
+            took = await asyncio.to_thread(first.terminate, 15)
+            assert took < 13
+            left = True
+        await asyncio.sleep(max(0.0, started + (tick + 1) * 0.2 - time.monotonic()))
+    # THEN nothing is lost and nothing takes effect twice
+    await load.wait_all_persisted(90)
+    await asyncio.sleep(1)
+    await load.assert_exactly_once()
 
 
 async def test_sigterm_under_load_exits_within_its_bound_and_loses_nothing(
-    stack: Stack, deps: Deps, test_id: str, tmp_path: Path
+    deps: Deps, hosts: Hosts, test_id: str
 ) -> None:
     load = Load(deps, test_id)
     grace = 5.0
-    first = HostProcess(stack, test_id, "functions-a", PIPELINE, tmp_path, grace_s=grace)
-    second: HostProcess | None = None
-    try:
-        first.wait_healthy()
-        # GIVEN a host under load
-        for _ in range(10):
-            await load.send(100)
-            await asyncio.sleep(0.1)
-        # WHEN it gets SIGTERM with sends still arriving
-        sender = asyncio.create_task(load.send(500))
-        took = await asyncio.to_thread(first.terminate, grace + 10)
-        await sender
-        # THEN it exits within its bound (grace plus leaving the consumer group)
-        assert took < grace + 4, f"took {took:.1f}s"
-        # AND a host started afterwards finishes everything, each message once
-        second = HostProcess(stack, test_id, "functions-b", PIPELINE, tmp_path)
-        second.wait_healthy()
-        await load.wait_all_persisted(90)
-        await asyncio.sleep(1)
-        await load.assert_exactly_once()
-    finally:
-        first.close()
-        if second is not None:
-            second.close()
+    first = hosts.start("functions-a", PIPELINE, grace_s=grace)
+    # GIVEN a host under load
+    for _ in range(10):
+        await load.send(100)
+        await asyncio.sleep(0.1)
+    # WHEN it gets SIGTERM with sends still arriving
+    sender = asyncio.create_task(load.send(500))
+    took = await asyncio.to_thread(first.terminate, grace + 10)
+    await sender
+    # THEN it exits within its bound (grace plus leaving the consumer group)
+    assert took < grace + 4, f"took {took:.1f}s"
+    # AND a host started afterwards finishes everything, each message once
+    hosts.start("functions-b", PIPELINE)
+    await load.wait_all_persisted(90)
+    await asyncio.sleep(1)
+    await load.assert_exactly_once()
 
 
-async def test_an_idle_host_stops_at_once_on_sigterm(
-    stack: Stack, test_id: str, tmp_path: Path
-) -> None:
+async def test_an_idle_host_stops_at_once_on_sigterm(hosts: Hosts) -> None:
     # GIVEN a healthy host with nothing in flight and a long grace period
     grace = 20.0
-    host = HostProcess(stack, test_id, "functions-idle", PIPELINE, tmp_path, grace_s=grace)
-    try:
-        host.wait_healthy()
-        # WHEN it gets SIGTERM
-        took = await asyncio.to_thread(host.terminate, grace + 10)
-        # THEN nothing waits out the grace period: leaving the Kafka group is all there is to do
-        assert took < 5, f"an idle host took {took:.1f}s to stop"
-    finally:
-        host.close()
+    host = hosts.start("functions-idle", PIPELINE, grace_s=grace)
+    # WHEN it gets SIGTERM
+    took = await asyncio.to_thread(host.terminate, grace + 10)
+    # THEN nothing waits out the grace period: leaving the Kafka group is all there is to do
+    assert took < 5, f"an idle host took {took:.1f}s to stop"

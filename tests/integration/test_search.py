@@ -12,15 +12,9 @@ from tests.integration.persistence_support import (
     get_json,
     http_app,
     message,
-    stack_deps,
     store,
-    unique_room,
 )
-
-pytestmark = pytest.mark.integration
-
-
-deps = pytest.fixture(stack_deps, name="deps")
+from tests.support import unique_room
 
 
 async def _search(deps: Deps, room: str, **params: str | int) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
 import redis.asyncio as aioredis
 
 from chat import names
@@ -13,8 +12,6 @@ from chat.ratelimit import Limit, RateLimiter
 from chat.settings import Settings
 from chat.shards import Shards
 from realtime.intake import SendIntake
-
-pytestmark = pytest.mark.integration
 
 
 async def test_concurrent_sends_share_round_trips_and_keep_the_limits(shards: Shards) -> None:

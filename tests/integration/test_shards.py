@@ -5,11 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-import pytest
-
 from chat.shards import UNREPLICATED, Command, Script, Shards
-
-pytestmark = pytest.mark.integration
 
 
 async def test_scripts_run_on_nodes_that_never_saw_them_and_keep_per_node_order(

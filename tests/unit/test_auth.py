@@ -11,8 +11,6 @@ from chat.auth import authenticate, authenticate_http
 from chat.contract import ContractError, ErrorCode
 from chat.settings import Settings
 
-pytestmark = pytest.mark.unit
-
 SECRET = "unit-test-secret-of-sufficient-length"
 PROD = Settings(environment="prod", jwt_secret=SECRET)
 DEV = Settings(environment="dev", dev_auth=True, jwt_secret=SECRET)

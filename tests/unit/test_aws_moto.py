@@ -23,7 +23,7 @@ from functions.batch import BatchResult, StreamRecord
 from functions.registry import REGISTRY
 from functions.runtime.invoke import TransientFailure
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"

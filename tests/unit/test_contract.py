@@ -17,8 +17,6 @@ from chat.contract import (
 )
 from chat.ids import message_id
 
-pytestmark = pytest.mark.unit
-
 
 def _send(**over: Any) -> dict[str, Any]:
     return {"room": "general", "text": "hello", "client_msg_id": "c-1", **over}

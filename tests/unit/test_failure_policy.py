@@ -13,7 +13,7 @@ from functions.runtime.invoke import TransientFailure
 from functions.runtime.kafka_topic import commit_points
 from functions.runtime.policy import DeadLetterCap, Limits, Policy
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+pytestmark = pytest.mark.timeout(30)
 
 LIMITS = Limits(
     max_attempts=3, dead_letter_cap=100, dead_letter_window_s=60, dead_letter_cooldown_s=300

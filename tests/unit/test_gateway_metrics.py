@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from chat.settings import Settings
 from realtime.app import build_app
-
-pytestmark = pytest.mark.unit
 
 
 async def _status(settings: Settings, path: str) -> int:

@@ -18,8 +18,6 @@ from functions.registry import FUNCTIONS
 from functions.triggers import HttpRoute
 from functions.web import date_param, json_app, json_depth, read_json
 
-pytestmark = pytest.mark.unit
-
 LIMIT = 1024
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 import redis.asyncio as aioredis
 
 from chat import names
 from chat.settings import Settings
 from chat.shards import Script, Shards
-
-pytestmark = pytest.mark.unit
 
 
 def _standalone(url: str) -> Shards:

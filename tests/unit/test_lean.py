@@ -22,8 +22,6 @@ from realtime.lean import (
     TimerWheel,
 )
 
-pytestmark = pytest.mark.unit
-
 
 async def test_queue_is_fifo_and_holds_no_deque_while_empty() -> None:
     queue = LeanQueue()

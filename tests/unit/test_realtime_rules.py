@@ -14,8 +14,6 @@ from realtime.fanout import accepted_at
 from realtime.presence import member, parse_member, snapshot
 from realtime.server import socket_origins
 
-pytestmark = pytest.mark.unit
-
 SETTINGS = Settings(private_rooms="private:*, team-*.secret")
 
 

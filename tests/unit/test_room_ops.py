@@ -19,7 +19,6 @@ from chat.contract import (
 )
 from chat.ids import message_id, op_id
 
-pytestmark = pytest.mark.unit
 ID = message_id("ann", "general", "c-1")
 
 

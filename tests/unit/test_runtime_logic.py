@@ -12,8 +12,6 @@ from functions.runtime.invoke import backoff_s
 from functions.runtime.kafka_topic import Fetched, commit_points, consumer_config
 from functions.runtime.redis_stream import dead_letter_args, dead_letter_entry
 
-pytestmark = pytest.mark.unit
-
 
 def _rec(partition: int, offset: int) -> KafkaRecord:
     return KafkaRecord(topic="t", partition=partition, offset=offset, key=None, value=b"")

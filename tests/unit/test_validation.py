@@ -24,8 +24,6 @@ from chat.contract import (
 )
 from chat.settings import Settings
 
-pytestmark = pytest.mark.unit
-
 SECRET = "unit-test-secret-of-at-least-32-bytes!"
 SETTINGS = Settings(jwt_secret=SECRET, dev_auth=True)
 
