@@ -14,25 +14,29 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
 
+from chat import records
 from chat.contract import (
     MAX_SEQ,
-    MESSAGE_DELETED,
-    MESSAGE_UPDATED,
-    REACTION,
-    READ,
     ContractError,
     ErrorCode,
+    ReadPosition,
     check_client_msg_id,
     check_emoji,
     check_room,
     check_text,
     check_user_id,
+)
+from chat.records import (
+    DeletedRecord,
+    EventRecord,
+    MessageRecord,
+    ReactionRecord,
+    UpdatedRecord,
 )
 from functions.batch import BatchResult, KafkaRecord
 from functions.deps import Deps
@@ -160,93 +164,21 @@ class _KnownMembers:
 _known = _KnownMembers()
 
 
-class _Stored(msgspec.Struct, frozen=True, array_like=False):
-    """A wire ``Message`` with its id and ts decoded to typed values, in the COPY's order."""
-
-    id: uuid.UUID
-    room: str
-    seq: int
-    sender: str
-    text: str
-    client_msg_id: str
-    ts: datetime
-    reply_to: uuid.UUID | None = None
-
-
-# Decoding straight into typed fields parses the uuid and the timestamp in C, once.
-_decode = msgspec.json.Decoder(_Stored).decode
-
-
-class _Updated(msgspec.Struct, frozen=True):
-    type: str
-    id: uuid.UUID
-    room: str
-    seq: int
-    msg_seq: int
-    version: int
-    text: str
-    edited_at: datetime
-    sender: str
-
-
-class _Deleted(msgspec.Struct, frozen=True):
-    type: str
-    id: uuid.UUID
-    room: str
-    seq: int
-    msg_seq: int
-    deleted_at: datetime
-
-
-class _Reaction(msgspec.Struct, frozen=True):
-    type: str
-    id: uuid.UUID
-    room: str
-    seq: int
-    msg_seq: int
-    user: str
-    emoji: str
-    on: bool
-
-
-class _Read(msgspec.Struct, frozen=True):
-    type: str
-    room: str
-    user: str
-    last_read_seq: int
-
-
-class _Type(msgspec.Struct):
-    type: str
-
-
-_Event = _Updated | _Deleted | _Reaction
-_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    MESSAGE_UPDATED: msgspec.json.Decoder(_Updated),
-    MESSAGE_DELETED: msgspec.json.Decoder(_Deleted),
-    REACTION: msgspec.json.Decoder(_Reaction),
-    READ: msgspec.json.Decoder(_Read),
-}
-_decode_type = msgspec.json.Decoder(_Type).decode
-# Room events other than messages start with their type (chat.contract); messages never do.
-_TYPED = b'{"type":'
-
-
 @dataclass(frozen=True, slots=True)
 class _Row:
     record: KafkaRecord
-    message: _Stored
+    message: MessageRecord
 
 
 @dataclass(slots=True)
 class _Batch:
     rows: list[_Row]
     # Each event with its JSON exactly as clients received it.
-    events: list[tuple[_Event, bytes]]
-    reads: list[_Read]
+    events: list[tuple[EventRecord, bytes]]
+    reads: list[ReadPosition]
 
 
-def _check(message: _Stored) -> None:
+def _check(message: MessageRecord) -> None:
     """Raise ValueError naming what makes ``message`` unstorable: the edge's own validators."""
     if not 1 <= message.seq <= MAX_SEQ:
         raise ValueError(f"seq {message.seq} out of range")
@@ -263,11 +195,11 @@ def _check(message: _Stored) -> None:
         raise ValueError(f"{exc.code}: {exc.message}") from None
 
 
-def _check_event(event: _Event | _Read) -> None:
+def _check_event(event: EventRecord | ReadPosition) -> None:
     """Raise ValueError naming what makes a room event or read position unstorable."""
     try:
         check_room(event.room)
-        if isinstance(event, _Read):
+        if isinstance(event, ReadPosition):
             check_user_id(event.user, ErrorCode.INVALID_PAYLOAD)
             if not 0 <= event.last_read_seq <= MAX_SEQ:
                 raise ValueError(f"last_read_seq {event.last_read_seq} out of range")
@@ -275,51 +207,47 @@ def _check_event(event: _Event | _Read) -> None:
         if not (1 <= event.seq <= MAX_SEQ and 1 <= event.msg_seq < event.seq):
             raise ValueError(f"seq {event.seq} / msg_seq {event.msg_seq} out of range")
         match event:
-            case _Updated():
+            case UpdatedRecord():
                 check_user_id(event.sender, ErrorCode.INVALID_PAYLOAD)
                 if check_text(event.text) != event.text:
                     raise ValueError("text is not trimmed")
                 if not 2 <= event.version <= 2**31 - 1 or event.edited_at.tzinfo is None:
                     raise ValueError("version out of range or edited_at without time zone")
-            case _Deleted():
+            case DeletedRecord():
                 if event.deleted_at.tzinfo is None:
                     raise ValueError("deleted_at has no time zone")
-            case _Reaction():
+            case ReactionRecord():
                 check_user_id(event.user, ErrorCode.INVALID_PAYLOAD)
                 check_emoji(event.emoji)
     except ContractError as exc:
         raise ValueError(f"{exc.code}: {exc.message}") from None
 
 
-def _decode_event(record: KafkaRecord) -> _Event | _Read:
-    kind = _decode_type(record.value).type
-    decoder = _DECODERS.get(kind)
-    if decoder is None:
-        raise ValueError(f"unknown event type {kind[:40]!r}")
-    event: _Event | _Read = decoder.decode(record.value)
+def _decode_event(record: KafkaRecord) -> EventRecord | ReadPosition:
+    event = records.decode_event(record.value)
     _check_event(event)
     return event
 
 
 def _decode_batch(batch: Sequence[KafkaRecord], result: BatchResult) -> _Batch:
     rows: dict[uuid.UUID, _Row] = {}
-    events: dict[tuple[str, int], tuple[_Event, bytes]] = {}
-    reads: list[_Read] = []
+    events: dict[tuple[str, int], tuple[EventRecord, bytes]] = {}
+    reads: list[ReadPosition] = []
     for record in batch:
-        if record.value.startswith(_TYPED):
+        if not records.is_message(record.value):
             try:
                 event = _decode_event(record)
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            except ValueError as exc:
                 result.poison[record.id] = f"unstorable event: {exc}"
                 continue
-            if isinstance(event, _Read):
+            if isinstance(event, ReadPosition):
                 reads.append(event)
             else:
                 events.setdefault((event.room, event.seq), (event, record.value))
             continue
         try:
-            message = _decode(record.value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            message = records.decode_message(record.value)
+        except records.RecordError as exc:
             result.poison[record.id] = f"undecodable message: {exc}"
             continue
         try:
@@ -361,7 +289,7 @@ async def _store(
     }
 
 
-def _event_params(event: _Event, payload: bytes) -> dict[str, Any]:
+def _event_params(event: EventRecord, payload: bytes) -> dict[str, Any]:
     """The parameters of an event's statements, its payload as clients received it."""
     params: dict[str, Any] = {
         "room": event.room,
@@ -371,11 +299,11 @@ def _event_params(event: _Event, payload: bytes) -> dict[str, Any]:
         "payload": payload.decode(),
     }
     match event:
-        case _Updated():
+        case UpdatedRecord():
             params.update(text=event.text, version=event.version, at=event.edited_at)
-        case _Deleted():
+        case DeletedRecord():
             params["at"] = event.deleted_at
-        case _Reaction():
+        case ReactionRecord():
             params.update(emoji=event.emoji, user=event.user, on=event.on)
     return params
 
@@ -386,11 +314,11 @@ async def _apply(conn: AsyncConnection[Any], batch: _Batch) -> None:
         for event, payload in batch.events:
             params = _event_params(event, payload)
             match event:
-                case _Updated():
+                case UpdatedRecord():
                     await cur.execute(_EDIT, params)
-                case _Deleted():
+                case DeletedRecord():
                     await cur.execute(_DELETE, params)
-                case _Reaction():
+                case ReactionRecord():
                     await cur.execute(_REACT, params)
             await cur.execute(_EVENT, params)
         last: dict[str, int] = {}
