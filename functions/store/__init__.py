@@ -1,1 +1,2 @@
-"""The functions' PostgreSQL store: schema migrations, users, rooms and memberships."""
+"""The functions' PostgreSQL store: schema migrations, users, rooms and memberships,
+and the room events' writes (``writes``)."""
