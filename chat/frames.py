@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 
@@ -42,6 +43,9 @@ _encode = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(Message).decode
 # An event's numbers, as its template leaves them: seq and msg_seq, and an edit's version.
 _NUMBERS_SLOT = b',"seq":0,"msg_seq":0,'
+# A message's ``ts`` follows its text (where any quote is escaped): found from the end, without
+# parsing the packet.
+_TS_MARK = '"ts":"'
 _VERSION_SLOT = b'"version":0,'
 
 
@@ -173,6 +177,19 @@ def decode_message(raw: bytes | str) -> Message:
         return _decode_message(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise FrameError(f"not a message: {exc}") from None
+
+
+def accepted_at(packet: str) -> float | None:
+    """The epoch time a message packet's send was accepted (its ``ts``), None when unreadable."""
+    at = packet.rfind(_TS_MARK)
+    if at < 0:
+        return None
+    start = at + len(_TS_MARK)
+    end = packet.find('"', start)
+    try:
+        return datetime.fromisoformat(packet[start:end]).timestamp()
+    except ValueError:
+        return None
 
 
 def event_packet(event: str, data: bytes | str) -> str:
