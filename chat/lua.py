@@ -2,9 +2,11 @@
 
 A script's ``Signature`` lists its keys and arguments in call order. The script's Lua starts
 with locals of those names (``local seq_key = KEYS[1]``), and the caller orders its values by
-the same names (``Signature.order``), so a key can neither be read under another name nor be
-passed in another place. A script taking a variable number of items (one per room op, say)
-declares one item's keys and arguments too: ``each_item`` opens the loop that binds them.
+the same names (``Signature.order``; a per-message call that builds its lists by hand, to spare
+the dicts, is held to the names by a unit test), so a key can neither be read under another
+name nor be passed in another place. A script taking a variable number of items (one per room
+op, say) declares one item's keys and arguments too: ``each_item`` opens the loop that binds
+them.
 """
 
 from __future__ import annotations
