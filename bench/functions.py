@@ -133,11 +133,12 @@ async def run_for(runners: Any, work: Callable[[], Awaitable[float]]) -> float:
 
 def inbound_entries(count: int, rooms: int) -> list[dict[str, str]]:
     """Sends as gateways write them."""
-    from chat.contract import SendRequest, inbound_fields
+    from chat import inbound
+    from chat.contract import SendRequest
 
     tag = uuid.uuid4().hex[:6]
     return [
-        inbound_fields(
+        inbound.send_entry(
             SendRequest(room=f"bench-{tag}-{n % rooms}", text=f"hello {n}", client_msg_id=f"{n}"),
             sender=f"user{n % 50}",
             ts="2026-11-28T10:00:00.000Z",

@@ -333,50 +333,6 @@ def parse(kind: type[T], payload: Any) -> T:
         raise ContractError(ErrorCode.INVALID_PAYLOAD, detail) from None
 
 
-# The inbound entry's ``kind`` field; an entry without one is a send (entries of v1).
-KIND_EDIT, KIND_DELETE, KIND_REACT, KIND_READ = "edit", "delete", "react", "read"
-
-
-def inbound_fields(request: SendRequest, sender: str, ts: str) -> dict[str, str]:
-    """The inbound stream entry a gateway adds for an accepted send."""
-    fields = {
-        "room": request.room,
-        "text": request.text,
-        "client_msg_id": request.client_msg_id,
-        "sender": sender,
-        "ts": ts,
-    }
-    if request.reply_to is not None:
-        fields["reply_to"] = request.reply_to
-    return fields
-
-
-def op_fields(
-    request: EditRequest | DeleteRequest | ReactRequest, sender: str, ts: str
-) -> dict[str, str]:
-    """The inbound stream entry a gateway adds for an accepted edit, delete or react."""
-    fields = {
-        "room": request.room,
-        "id": request.id,
-        "client_op_id": request.client_op_id,
-        "sender": sender,
-        "ts": ts,
-    }
-    match request:
-        case EditRequest():
-            fields.update(kind=KIND_EDIT, text=request.text)
-        case DeleteRequest():
-            fields["kind"] = KIND_DELETE
-        case ReactRequest():
-            fields.update(kind=KIND_REACT, emoji=request.emoji, on="1" if request.on else "0")
-    return fields
-
-
-def read_fields(room: str, user: str, last_read_seq: int) -> dict[str, str]:
-    """The inbound stream entry that persists a read position."""
-    return {"kind": KIND_READ, "room": room, "sender": user, "seq": str(last_read_seq)}
-
-
 def iso_ms(ts: datetime) -> str:
     """A time as the wire writes it: ISO-8601 UTC with milliseconds and a Z suffix."""
     return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -11,6 +11,8 @@
   as it is, without decoding it.
 - The **recent-log entry** is ``<seq>-0 m <event JSON>`` in the room's capped stream, plus
   ``e <event>`` for room events other than ``message`` (an entry without ``e`` is a message).
+  The sequencing script appends it (``log_append`` in ``MESSAGE_LUA``); the gateway's replay and
+  repair and the history function read it with the ``log_entry_*`` functions and range bounds here.
 - An **event JSON** (``message_updated``, ``message_deleted``, ``reaction``) is encoded by the
   message function with its numbers left out, like a message's: the script splices the seq, the
   message's seq and (edits) the version it assigns (``event_template``).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 
@@ -40,6 +43,9 @@ _encode = msgspec.json.Encoder().encode
 _decode_message = msgspec.json.Decoder(Message).decode
 # An event's numbers, as its template leaves them: seq and msg_seq, and an edit's version.
 _NUMBERS_SLOT = b',"seq":0,"msg_seq":0,'
+# A message's ``ts`` follows its text (where any quote is escaped): found from the end, without
+# parsing the packet.
+_TS_MARK = '"ts":"'
 _VERSION_SLOT = b'"version":0,'
 
 
@@ -69,6 +75,17 @@ local function event_json(head, seq, msg_seq, version, tail)
     numbers = numbers .. ',"version":' .. seq_text(version)
   end
   return head .. numbers .. tail
+end
+local function log_entry_id(seq)
+  return seq_text(seq) .. '-0'
+end
+local function log_append(key, log_len, seq, event, json)
+  if event == 'message' then
+    redis.call('XADD', key, 'MAXLEN', '~', log_len, log_entry_id(seq), '{LOG_FIELD}', json)
+  else
+    redis.call('XADD', key, 'MAXLEN', '~', log_len, log_entry_id(seq), '{LOG_FIELD}', json,
+      '{LOG_EVENT_FIELD}', event)
+  end
 end
 local function op_frame(op, code, version)
   return '{FRAME_VERSION}|{OP_EVENT}|||{{"op":"' .. op .. '","code":"' .. code
@@ -162,6 +179,19 @@ def decode_message(raw: bytes | str) -> Message:
         raise FrameError(f"not a message: {exc}") from None
 
 
+def accepted_at(packet: str) -> float | None:
+    """The epoch time a message packet's send was accepted (its ``ts``), None when unreadable."""
+    at = packet.rfind(_TS_MARK)
+    if at < 0:
+        return None
+    start = at + len(_TS_MARK)
+    end = packet.find('"', start)
+    try:
+        return datetime.fromisoformat(packet[start:end]).timestamp()
+    except ValueError:
+        return None
+
+
 def event_packet(event: str, data: bytes | str) -> str:
     """The Socket.IO EVENT packet for namespace ``/`` carrying one JSON argument."""
     body = data.decode() if isinstance(data, bytes) else data
@@ -207,8 +237,13 @@ def decode_frame(raw: bytes | str) -> Frame:
 
 
 def log_entry_id(seq: int) -> str:
-    """The recent-log stream id of the message with ``seq``."""
+    """The recent-log stream id of the event with ``seq`` (what ``log_entry_id`` in Lua gives)."""
     return f"{seq}-0"
+
+
+def log_excluding(seq: int) -> str:
+    """A recent-log range bound that leaves the entry of ``seq`` out (``(<seq>-0``)."""
+    return f"({seq}-0"
 
 
 def log_entry_seq(entry_id: str) -> int:
@@ -233,7 +268,7 @@ def log_entry_frame(entry_id: str, fields: Mapping[str, str]) -> Frame:
 
 
 def log_entry_json(fields: Mapping[str, str]) -> str:
-    """The message JSON of a recent-log entry."""
+    """The event JSON of a recent-log entry."""
     try:
         return fields[LOG_FIELD]
     except KeyError:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 # A replayed dead letter carries the id of the entry it was first written as, so handlers
 # that remember work by entry id recognise it as the same work.
-ORIGIN_FIELD = "_origin_id"
+from chat.dead_letters import ORIGIN_FIELD
 
 
 @dataclass(frozen=True, slots=True)

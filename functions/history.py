@@ -47,7 +47,7 @@ async def _recent_entries(
     (messages only when asked: reading on past the other events, within the log's length)."""
     redis: Any = deps.redis
     key = names.recent_log_key(room)
-    lo, hi = f"{low}-0", ("+" if high is None else f"{high}-0")
+    lo, hi = frames.log_entry_id(low), ("+" if high is None else frames.log_entry_id(high))
     out: list[tuple[int, str, str]] = []
     budget = deps.settings.recent_log_len
     while budget > 0:
@@ -69,9 +69,9 @@ async def _recent_entries(
             break
         last = frames.log_entry_seq(entries[-1][0])
         if newest_first:
-            hi = f"({last}-0"
+            hi = frames.log_excluding(last)
         else:
-            lo = f"({last}-0"
+            lo = frames.log_excluding(last)
     return out[:wanted] if len(out) > wanted else out
 
 

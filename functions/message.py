@@ -16,35 +16,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
-import msgspec
-
-from chat import frames, names
+from chat import frames, inbound, names, records
 from chat.contract import (
-    KIND_DELETE,
-    KIND_EDIT,
-    KIND_REACT,
-    KIND_READ,
     MESSAGE_DELETED,
     MESSAGE_UPDATED,
     REACTION,
-    READ,
     ContractError,
     DeleteRequest,
     EditRequest,
-    ErrorCode,
     Message,
     MessageDeleted,
     MessageUpdated,
     Reaction,
     ReactRequest,
-    ReadPosition,
-    ReadRequest,
     SendRequest,
-    parse,
 )
 from chat.ids import message_id, op_id
-from chat.shards import Command, NotReplicated, Script
+from chat.lua import Signature
+from chat.settings import Settings
+from chat.shards import Command, NotReplicated
 from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps, OutRecord
 
@@ -61,33 +53,35 @@ from functions.deps import Deps, OutRecord
 # unread counts), and per message with reactions a count per emoji and the (emoji, user) pairs.
 # A rule broken (not_found, forbidden, too_many_emojis) sequences nothing and is recorded under
 # the op's dedup key, so a retry gets the same answer.
-#   KEYS: seq counter, recent log, message states, live set,
-#         then per item: dedup key, its sender's own set, reactions, reactors
-#   ARGV: dedup ttl, log length, room channel, publish ('1'/'0'), max distinct emojis,
-#         then per item: kind (m/e/d/r), JSON head, JSON tail, entry id, message id, sender,
-#         op id ('' when nobody waits for the outcome), reply_to or emoji, on ('1'/'0')
+#   Per room: its keys and the batch's settings; publish is '1'/'0'.
+#   Per item: its kind (m/e/d/r), JSON head and tail, entry id, message id, sender, op id ('' when
+#   nobody waits for the outcome), reply_to or emoji, on ('1'/'0').
 # Reply per item: {1, seq, msg_seq, version} sequenced now; {0, "<dedup record>"} on a dedup
 # hit; {2, code} when nothing was sequenced ('ok' for a reaction that changes nothing).
-_SEQUENCE = Script(
-    frames.MESSAGE_LUA
-    + """
-local ttl, log_len, channel, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local max_emojis = tonumber(ARGV[5])
-local states, live = KEYS[3], KEYS[4]
+SEQUENCE = Signature(
+    keys=("seq_key", "log_key", "states", "live"),
+    args=("ttl", "log_len", "channel", "publish", "max_emojis"),
+    item_keys=("dedup", "own", "reactions", "reactors"),
+    item_args=("kind", "head", "tail", "origin", "id", "sender", "op", "extra", "on"),
+)
+_SEQUENCE = SEQUENCE.script(
+    prelude=frames.MESSAGE_LUA,
+    body="""
+local emoji_cap = tonumber(max_emojis)
 local out = {}
 local guarded = false
 local function next_seq()
   if not guarded then
     guarded = true
-    local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+    local newest = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)[1]
     if newest then
       local logged = tonumber(string.match(newest[1], '^(%d+)-'))
-      if logged > tonumber(redis.call('GET', KEYS[1]) or '0') then
-        redis.call('SET', KEYS[1], string.format('%d', logged))
+      if logged > tonumber(redis.call('GET', seq_key) or '0') then
+        redis.call('SET', seq_key, string.format('%d', logged))
       end
     end
   end
-  return redis.call('INCR', KEYS[1])
+  return redis.call('INCR', seq_key)
 end
 local function tell(op, code, version)
   if op ~= '' and publish == '1' then
@@ -102,22 +96,14 @@ local function state_of(id)
           sender = sender}
 end
 local function emit(seq, event, json)
-  if event == 'message' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_len, seq_text(seq) .. '-0', 'm', json)
-  else
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', log_len, seq_text(seq) .. '-0', 'm', json,
-      'e', event)
-  end
+  log_append(log_key, log_len, seq, event, json)
   if publish == '1' then
     redis.call('SPUBLISH', channel, fanout_frame(event, seq, event_packet(event, json)))
   end
 end
-for i = 1, (#KEYS - 4) / 4 do
-  local k = 4 + 4 * (i - 1)
-  local dedup, own, rx, rxu = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local a = 5 + 9 * (i - 1)
-  local kind, head, tail, origin = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local id, sender, op, extra, on = ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+"""
+    + SEQUENCE.each_item()
+    + """
   local hit = redis.call('GET', dedup)
   if hit then
     local code = string.match(hit, '^%-|(.*)$')
@@ -146,18 +132,19 @@ for i = 1, (#KEYS - 4) / 4 do
       elseif kind == 'r' then
         local pair = extra .. '\\n' .. sender
         if on == '1' then
-          if redis.call('SISMEMBER', rxu, pair) == 1 then
+          if redis.call('SISMEMBER', reactors, pair) == 1 then
             refused = 'ok'
-          elseif redis.call('HEXISTS', rx, extra) == 0 and redis.call('HLEN', rx) >= max_emojis then
+          elseif redis.call('HEXISTS', reactions, extra) == 0
+              and redis.call('HLEN', reactions) >= emoji_cap then
             refused = 'too_many_emojis'
           else
-            redis.call('SADD', rxu, pair)
-            redis.call('HINCRBY', rx, extra, 1)
+            redis.call('SADD', reactors, pair)
+            redis.call('HINCRBY', reactions, extra, 1)
           end
-        elseif redis.call('SREM', rxu, pair) == 0 then
+        elseif redis.call('SREM', reactors, pair) == 0 then
           refused = 'ok'
-        elseif redis.call('HINCRBY', rx, extra, -1) <= 0 then
-          redis.call('HDEL', rx, extra)
+        elseif redis.call('HINCRBY', reactions, extra, -1) <= 0 then
+          redis.call('HDEL', reactions, extra)
         end
       end
     end
@@ -189,7 +176,7 @@ for i = 1, (#KEYS - 4) / 4 do
             seq_text(msg_seq) .. '|' .. seq_text(version) .. '|1|' .. target.sender)
           redis.call('ZREM', live, seq_text(msg_seq))
           redis.call('ZREM', own, seq_text(msg_seq))
-          redis.call('DEL', rx, rxu)
+          redis.call('DEL', reactions, reactors)
         else
           emit(seq, 'reaction', event_json(head, seq, msg_seq, nil, tail))
         end
@@ -201,14 +188,12 @@ for i = 1, (#KEYS - 4) / 4 do
   end
 end
 return out
-"""
+""",
 )
 # A batch whose writes the replicas did not confirm in time is run again this often (the
 # script is idempotent: a second run returns the first run's seqs) before the batch fails.
 _REPLICATION_TRIES = 3
-_SCRIPT_KIND = {KIND_EDIT: "e", KIND_DELETE: "d", KIND_REACT: "r"}
 _EVENT_OF = {"m": "message", "e": MESSAGE_UPDATED, "d": MESSAGE_DELETED, "r": REACTION}
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +215,12 @@ class Inbound:
     extra: str = ""
     on: str = ""
 
+    @property
+    def origin(self) -> str:
+        """The id of the stream entry this op was first appended as."""
+        return self.record.origin
+
+    # Both lists follow SEQUENCE's item_args and item_keys (a unit test holds them to it).
     def args(self) -> list[str | bytes]:
         """The item's arguments of the sequencing script."""
         return [
@@ -263,24 +254,34 @@ class Inbound:
         )
 
 
-def _sender_and_ts(fields: StreamRecord) -> tuple[str, str]:
-    sender, ts = fields.fields.get("sender"), fields.fields.get("ts")
-    if not sender or not ts:
-        raise ContractError(ErrorCode.INVALID_PAYLOAD, "entry lacks sender or ts")
-    return sender, ts
+# Both lists follow SEQUENCE's keys and args (a unit test holds them to it).
+def room_keys(room: str) -> list[str]:
+    """The room's keys of the sequencing script."""
+    return [
+        names.seq_key(room),
+        names.recent_log_key(room),
+        names.message_state_key(room),
+        names.live_key(room),
+    ]
 
 
-def _pick(record: StreamRecord, *keys: str) -> dict[str, object]:
-    return {k: record.fields[k] for k in keys if k in record.fields}
+def room_args(room: str, settings: Settings) -> list[str | bytes | int]:
+    """The room's arguments of the sequencing script (publishing unless replicas are awaited)."""
+    return [
+        settings.dedup_ttl_s,
+        settings.recent_log_len,
+        names.room_channel(room),
+        0 if settings.redis_wait_replicas else 1,
+        settings.max_emojis_per_message,
+    ]
 
 
 def decode(record: StreamRecord) -> Inbound:
     """Validate a stream entry again: the stream is a trust boundary like any other."""
-    kind = record.fields.get("kind") or "message"
-    sender, ts = _sender_and_ts(record)
-    if kind == "message":
-        request = parse(SendRequest, _pick(record, "room", "text", "client_msg_id", "reply_to"))
-        room = request.room
+    sender, ts = inbound.sender_and_ts(record.fields)
+    request = inbound.decode_op(record.fields)
+    room = request.room
+    if isinstance(request, SendRequest):
         msg_id = message_id(sender, room, request.client_msg_id)
         head, tail = frames.message_template(
             Message(
@@ -308,34 +309,28 @@ def decode(record: StreamRecord) -> Inbound:
             tail=tail,
             extra=request.reply_to or "",
         )
-    if kind not in _SCRIPT_KIND:
-        raise ContractError(ErrorCode.INVALID_PAYLOAD, f"unknown entry kind {kind[:20]!r}")
     event: frames.RoomEvent
     extra = on = ""
-    common = ("room", "id", "client_op_id")
-    if kind == KIND_EDIT:
-        edit = parse(EditRequest, _pick(record, *common, "text"))
-        room, target, client_op_id = edit.room, edit.id, edit.client_op_id
-        event = MessageUpdated(MESSAGE_UPDATED, target, room, 0, 0, 0, edit.text, ts, sender)
-    elif kind == KIND_DELETE:
-        delete = parse(DeleteRequest, _pick(record, *common))
-        room, target, client_op_id = delete.room, delete.id, delete.client_op_id
-        event = MessageDeleted(MESSAGE_DELETED, target, room, 0, 0, ts)
-    else:
-        if record.fields.get("on") not in ("0", "1"):
-            raise ContractError(ErrorCode.INVALID_PAYLOAD, "a react entry's on must be 0 or 1")
-        react = parse(
-            ReactRequest, {**_pick(record, *common, "emoji"), "on": record.fields["on"] == "1"}
-        )
-        room, target, client_op_id = react.room, react.id, react.client_op_id
-        event = Reaction(REACTION, target, room, 0, 0, sender, react.emoji, react.on)
-        extra, on = react.emoji, record.fields["on"]
-    op = op_id(sender, room, client_op_id)
+    target = request.id
+    match request:
+        case EditRequest():
+            kind = "e"
+            event = MessageUpdated(MESSAGE_UPDATED, target, room, 0, 0, 0, request.text, ts, sender)
+        case DeleteRequest():
+            kind = "d"
+            event = MessageDeleted(MESSAGE_DELETED, target, room, 0, 0, ts)
+        case ReactRequest():
+            kind = "r"
+            event = Reaction(REACTION, target, room, 0, 0, sender, request.emoji, request.on)
+            extra, on = request.emoji, "1" if request.on else "0"
+        case _:
+            assert_never(request)
+    op = op_id(sender, room, request.client_op_id)
     head, tail = frames.event_template(event)
     return Inbound(
         record=record,
         room=room,
-        kind=_SCRIPT_KIND[kind],
+        kind=kind,
         sender=sender,
         id=target,
         op=op,
@@ -345,24 +340,6 @@ def decode(record: StreamRecord) -> Inbound:
         extra=extra,
         on=on,
     )
-
-
-def decode_read(record: StreamRecord) -> ReadPosition:
-    """A read-position entry, validated."""
-    request = parse(
-        ReadRequest,
-        {"room": record.fields.get("room"), "seq": _int(record.fields.get("seq"))},
-    )
-    user = record.fields.get("sender")
-    if not user:
-        raise ContractError(ErrorCode.INVALID_PAYLOAD, "entry lacks sender")
-    return ReadPosition(READ, request.room, user, request.seq)
-
-
-def _int(raw: str | None) -> int | None:
-    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        return None
-    return int(raw)
 
 
 def _to_forward(item: Inbound, reply: Sequence[object]) -> tuple[int, bytes] | None:
@@ -411,9 +388,9 @@ async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
     to_kafka: list[OutRecord] = []
     for record in batch:
         try:
-            if record.fields.get("kind") == KIND_READ:
-                read = decode_read(record)
-                to_kafka.append((read.room, _encode(read), None))
+            if inbound.is_read(record.fields):
+                read = inbound.decode_read(record.fields)
+                to_kafka.append(records.encode_read(read))
                 continue
             item = decode(record)
         except ContractError as exc:
@@ -429,19 +406,8 @@ async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
     plans: list[list[Inbound]] = []
     calls = []
     for room, items in by_room.items():
-        args: list[str | bytes | int] = [
-            settings.dedup_ttl_s,
-            settings.recent_log_len,
-            names.room_channel(room),
-            0 if wait else 1,
-            settings.max_emojis_per_message,
-        ]
-        keys = [
-            names.seq_key(room),
-            names.recent_log_key(room),
-            names.message_state_key(room),
-            names.live_key(room),
-        ]
+        keys = room_keys(room)
+        args = room_args(room, settings)
         for item in items:
             args += item.args()
             keys += item.keys()
@@ -463,7 +429,7 @@ async def handle(batch: Sequence[StreamRecord], deps: Deps) -> BatchResult:
             channel = names.room_channel(item.room)
             if out is not None:
                 seq, value = out
-                to_kafka.append((item.room, value, None))
+                to_kafka.append(records.encode(item.room, value))
                 if wait:
                     event = _EVENT_OF[item.kind]
                     frame = frames.encode_frame(event, frames.event_packet(event, value), seq)

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -39,8 +38,6 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 _PING_EVERY_S = 5.0
 _RECONNECT_BASE_S = 0.1
 _RECONNECT_CAP_S = 5.0
-# The ``"ts":"`` field closes a message's JSON: found from the end without parsing the packet.
-_TS_MARK = '"ts":"'
 # Slow-consumer closes in flight (the loop keeps only weak references to tasks).
 _CLOSING: set[asyncio.Task[None]] = set()
 
@@ -516,21 +513,8 @@ class RoomFanout:
             self._deliver(state, frame)
 
 
-def accepted_at(packet: str) -> float | None:
-    """The epoch time a message packet's send was accepted (its ``ts``), None when unreadable."""
-    at = packet.rfind(_TS_MARK)
-    if at < 0:
-        return None
-    start = at + len(_TS_MARK)
-    end = packet.find('"', start)
-    try:
-        return datetime.fromisoformat(packet[start:end]).timestamp()
-    except ValueError:
-        return None
-
-
 def _observe_latency(packet: str) -> None:
-    accepted = accepted_at(packet)
+    accepted = frames.accepted_at(packet)
     if accepted is not None:
         metrics.FANOUT_LATENCY.observe(max(0.0, time.time() - accepted))
 

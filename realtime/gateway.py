@@ -14,7 +14,7 @@ from typing import Any
 
 import socketio
 
-from chat import frames, names
+from chat import frames, inbound, names
 from chat.auth import Identity, authenticate, authorize_room
 from chat.contract import (
     READ,
@@ -29,11 +29,8 @@ from chat.contract import (
     SendRequest,
     TypingRequest,
     error_ack,
-    inbound_fields,
     ok_ack,
-    op_fields,
     parse,
-    read_fields,
     utc_now_iso,
 )
 from chat.ids import message_id, op_id
@@ -435,7 +432,7 @@ class Gateway:
             # The user's first join of the room: PostgreSQL learns of the membership
             # (GET /me/rooms lists it) through the same path as read positions.
             try:
-                await self.intake.accept(user, sid, read_fields(room, user, 0), event=None)
+                await self.intake.accept(user, sid, inbound.read_entry(room, user, 0), event=None)
             except Exception:
                 log.warning("could not record a membership", exc_info=True, extra={"room": room})
         return state
@@ -476,7 +473,7 @@ class Gateway:
             pipe.xrevrange(
                 names.recent_log_key(room),
                 "+",
-                f"({since}-0",
+                frames.log_excluding(since),
                 count=self.settings.max_replay_messages,
             )
             raw_last, newest_first = await pipe.execute()
@@ -518,7 +515,7 @@ class Gateway:
         if request.room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} before sending")
         sender = conn.identity.user
-        fields = inbound_fields(request, sender=sender, ts=utc_now_iso())
+        fields = inbound.send_entry(request, sender=sender, ts=utc_now_iso())
         msg_id = message_id(sender, request.room, request.client_msg_id)
         if request.reply_to is None:
             raise_if_limited("send", await self.intake.accept(sender, sid, fields))
@@ -555,7 +552,7 @@ class Gateway:
         if request.room not in conn.rooms:
             raise ContractError(ErrorCode.NOT_MEMBER, f"join {request.room!r} first")
         user = conn.identity.user
-        fields = op_fields(request, sender=user, ts=utc_now_iso())
+        fields = inbound.op_entry(request, sender=user, ts=utc_now_iso())
         op = op_id(user, request.room, request.client_op_id)
         outcome = await self._sequenced(sid, conn, fields, op, "client_op_id")
         match outcome.code:
@@ -610,7 +607,8 @@ class Gateway:
         position, asked = await reads.move(self.shards, room, user, request.seq)
         if asked and position > 0:
             # Also when a retry finds it moved already: the first append may have failed.
-            await self.intake.accept(user, sid, read_fields(room, user, position), event=None)
+            entry = inbound.read_entry(room, user, position)
+            await self.intake.accept(user, sid, entry, event=None)
             if before is None or before[0] < position:
                 await self._announce_read(room, user, position, sid)
         return ok_ack(last_read_seq=position)

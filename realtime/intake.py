@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
-from chat import names
+from chat import inbound, names
 from chat.ratelimit import RateLimiter, Spend
 from chat.settings import Settings
 from chat.shards import Command, Shards
@@ -91,7 +91,7 @@ class SendIntake:
             for i, ((_, fields, _), wait) in enumerate(zip(batch, waits, strict=True)):
                 if wait:
                     continue
-                stream = self.partition(fields["room"])
+                stream = self.partition(inbound.room_of(fields))
                 pairs = [part for item in fields.items() for part in item]
                 appends.append(Command(stream, ("XADD", stream, "*", *pairs)))
                 appended.append(i)

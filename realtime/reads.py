@@ -11,28 +11,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chat import names
-from chat.shards import Script, Shards
+from chat.lua import Signature
+from chat.shards import Shards
 
-# KEYS: seq counter, read positions, live set, the user's own set; ARGV: user
 # Returns {last seq, last_read_seq, unread, 1 when the user had no read position yet}.
-_JOIN_STATE = Script("""
-local last = redis.call('GET', KEYS[1]) or '0'
-local first = redis.call('HSETNX', KEYS[2], ARGV[1], '0')
-local read = redis.call('HGET', KEYS[2], ARGV[1])
+JOIN_STATE = Signature(keys=("seq_key", "reads", "live", "own"), args=("user",))
+_JOIN_STATE = JOIN_STATE.script("""
+local last = redis.call('GET', seq_key) or '0'
+local first = redis.call('HSETNX', reads, user, '0')
+local read = redis.call('HGET', reads, user)
 local after = '(' .. read
-local unread = redis.call('ZCOUNT', KEYS[3], after, '+inf')
-  - redis.call('ZCOUNT', KEYS[4], after, '+inf')
+local unread = redis.call('ZCOUNT', live, after, '+inf') - redis.call('ZCOUNT', own, after, '+inf')
 return {last, read, unread, first}
 """)
-# KEYS: read positions, seq counter; ARGV: user, the seq read
 # Returns {last_read_seq now, the position asked for once clamped to the room's last seq}.
-_MOVE = Script("""
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
-local last = redis.call('GET', KEYS[2]) or '0'
-local asked = ARGV[2]
+MOVE = Signature(keys=("reads", "seq_key"), args=("user", "seq"))
+_MOVE = MOVE.script("""
+local current = redis.call('HGET', reads, user) or '0'
+local last = redis.call('GET', seq_key) or '0'
+local asked = seq
 if #asked > #last or (#asked == #last and asked > last) then asked = last end
 if #asked > #current or (#asked == #current and asked > current) then
-  redis.call('HSET', KEYS[1], ARGV[1], asked)
+  redis.call('HSET', reads, user, asked)
   current = asked
 end
 return {current, asked}
@@ -52,13 +52,16 @@ class JoinState:
 
 async def join_state(shards: Shards, room: str, user: str) -> JoinState:
     """The room's last seq, the user's read position and unread count, in one call."""
-    keys = [
-        names.seq_key(room),
-        names.reads_key(room),
-        names.live_key(room),
-        names.own_key(room, user),
-    ]
-    ((last, read, unread, first),) = await shards.run([_JOIN_STATE.call(keys, [user])])
+    keys, args = JOIN_STATE.order(
+        keys={
+            "seq_key": names.seq_key(room),
+            "reads": names.reads_key(room),
+            "live": names.live_key(room),
+            "own": names.own_key(room, user),
+        },
+        args={"user": user},
+    )
+    ((last, read, unread, first),) = await shards.run([_JOIN_STATE.call(keys, args)])
     return JoinState(int(last), int(read), max(0, int(unread)), bool(int(first)))
 
 
@@ -68,7 +71,10 @@ async def move(shards: Shards, room: str, user: str, seq: int) -> tuple[int, boo
     Returns the position now and whether it is the one asked for (then it is worth
     persisting, also when a retry finds it already moved).
     """
-    keys = [names.reads_key(room), names.seq_key(room)]
-    # Decimal strings compared by length then text: exact for any bigint, unlike Lua numbers.
-    ((current, asked),) = await shards.run([_MOVE.call(keys, [user, str(seq)])])
+    keys, args = MOVE.order(
+        keys={"reads": names.reads_key(room), "seq_key": names.seq_key(room)},
+        # Decimal strings compared by length then text: exact for any bigint, unlike Lua numbers.
+        args={"user": user, "seq": str(seq)},
+    )
+    ((current, asked),) = await shards.run([_MOVE.call(keys, args)])
     return int(current), int(current) == int(asked)

@@ -1,35 +1,23 @@
-"""Inspect and replay a function's dead letters (its dead-letter stream or topic)."""
+"""Inspect and replay a function's dead letters (its dead-letter stream or topic).
+
+The dead letter's format is ``chat.dead_letters``'; this module finds and moves them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, assert_never
 
 from confluent_kafka import Consumer, TopicPartition
 
+from chat import dead_letters
 from chat.clients import kafka_connection
-from functions.batch import ORIGIN_FIELD
+from chat.dead_letters import DeadLetter
 from functions.deps import Deps
 from functions.registry import Function
-from functions.runtime import policy, redis_stream
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule, StreamPartition
-
-# Header a replayed Kafka record carries: where in the dead-letter topic it came from.
-REPLAY_HEADER = "replay_of"
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One dead letter: where it sits, what failed, how often, and its original payload."""
-
-    id: str
-    source: str
-    error: str
-    attempts: int
-    payload: dict[str, str]
 
 
 class NoDeadLetters(ValueError):
@@ -59,7 +47,7 @@ async def list_dead_letters(fn: Function, deps: Deps, limit: int = 100) -> list[
             assert partition.dead_letter
             rows = await redis.xrange(partition.dead_letter, count=limit - len(letters))
             letters += [
-                _from_stream(_letter_id(trigger, partition, entry_id), fields)
+                dead_letters.from_stream_entry(_letter_id(trigger, partition, entry_id), fields)
                 for entry_id, fields in rows
             ]
             if len(letters) >= limit:
@@ -75,17 +63,7 @@ async def replay(fn: Function, deps: Deps, ids: Sequence[str] | None) -> list[st
         return await _replay_stream(trigger, deps, ids)
     letters = await asyncio.to_thread(_read_topic, trigger, deps, None)
     chosen = [d for d in letters if ids is None or d.id in set(ids)]
-    await deps.produce(
-        trigger.topic,
-        [
-            (
-                d.payload.get("key") or None,
-                d.payload.get("value", "").encode("utf-8", "surrogateescape"),
-                {REPLAY_HEADER: d.id},
-            )
-            for d in chosen
-        ],
-    )
+    await deps.produce(trigger.topic, [dead_letters.kafka_replay(d) for d in chosen])
     return [d.id for d in chosen]
 
 
@@ -118,10 +96,7 @@ async def _replay_stream(trigger: RedisStream, deps: Deps, ids: Sequence[str] | 
             for entry_id in mine:
                 rows += await redis.xrange(dead, min=entry_id, max=entry_id)
         for entry_id, fields in rows:
-            entry = {k: v for k, v in fields.items() if k not in redis_stream.DEAD_LETTER_FIELDS}
-            entry[ORIGIN_FIELD] = fields.get(ORIGIN_FIELD) or fields.get(
-                redis_stream.SOURCE_FIELD, entry_id
-            )
+            entry = dead_letters.replay_entry(entry_id, fields)
             # One transaction (the partition and its dead letters share a slot): a dead
             # letter is either back on the stream or still dead.
             async with redis.pipeline(transaction=True) as pipe:
@@ -130,17 +105,6 @@ async def _replay_stream(trigger: RedisStream, deps: Deps, ids: Sequence[str] | 
                 await pipe.execute()
             replayed.append(_letter_id(trigger, partition, entry_id))
     return replayed
-
-
-def _from_stream(entry_id: str, fields: dict[str, str]) -> DeadLetter:
-    payload = {k: v for k, v in fields.items() if k not in redis_stream.DEAD_LETTER_FIELDS}
-    return DeadLetter(
-        id=entry_id,
-        source=fields.get(redis_stream.SOURCE_FIELD, ""),
-        error=fields.get(redis_stream.ERROR_FIELD, ""),
-        attempts=int(fields.get(redis_stream.ATTEMPTS_FIELD) or 0),
-        payload=payload,
-    )
 
 
 def _read_topic(trigger: KafkaTopic, deps: Deps, limit: int | None) -> list[DeadLetter]:
@@ -176,24 +140,12 @@ def _read_topic(trigger: KafkaTopic, deps: Deps, limit: int | None) -> list[Dead
                 part, offset = m.partition(), m.offset()
                 if m.error() is not None or part not in open_parts or offset is None:
                     continue
-                letters.append(_from_record(m))
+                letter_id = f"{m.topic()}/{part}/{offset}"
+                letters.append(
+                    dead_letters.from_kafka(letter_id, m.key(), m.value(), m.headers() or [])
+                )
                 if offset + 1 >= ends[part]:
                     open_parts.discard(part)
         return letters[:limit] if limit is not None else letters
     finally:
         consumer.close()
-
-
-def _from_record(m: Any) -> DeadLetter:
-    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in (m.headers() or [])}
-    key = m.key()
-    return DeadLetter(
-        id=f"{m.topic()}/{m.partition()}/{m.offset()}",
-        source=headers.get(policy.SOURCE_HEADER, ""),
-        error=headers.get(policy.ERROR_HEADER, ""),
-        attempts=int(headers.get(policy.ATTEMPTS_HEADER) or 0),
-        payload={
-            "key": key.decode("utf-8", "surrogateescape") if key is not None else "",
-            "value": (m.value() or b"").decode("utf-8", "surrogateescape"),
-        },
-    )

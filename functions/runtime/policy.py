@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from chat import dead_letters
 from functions.batch import BatchResult, KafkaRecord, Record
 from functions.deps import Deps
 from functions.forwarding import OutRecord
@@ -44,12 +45,6 @@ R = TypeVar("R", bound=Record)
 
 # The error a record carries when the handler named it ``failed`` without saying why.
 REPORTED_FAILED = "the handler reported the record as failed"
-
-# Headers a dead-lettered Kafka record carries (local runtime and Lambda alike).
-ERROR_HEADER = "error"
-ATTEMPTS_HEADER = "attempts"
-SOURCE_HEADER = "source"
-FUNCTION_HEADER = "function"
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,12 +269,7 @@ def kafka_dead_letters(
         (
             r.key,
             r.value,
-            {
-                ERROR_HEADER: reasons.get(r.id, "failed")[:2000],
-                ATTEMPTS_HEADER: str(r.attempt),
-                SOURCE_HEADER: r.id,
-                FUNCTION_HEADER: function,
-            },
+            dead_letters.kafka_headers(reasons.get(r.id, "failed"), r.attempt, r.id, function),
         )
         for r in records
     ]

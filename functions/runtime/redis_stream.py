@@ -34,6 +34,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from chat import dead_letters
+from chat.lua import Signature
 from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps
 from functions.registry import Function
@@ -74,18 +76,21 @@ return held
 # Dead-letter entries exactly once: an entry is copied to the dead-letter stream only by the
 # call whose XACK removed it from the pending list, so two runners that both held it (one of
 # them stalled past the visibility timeout) never dead-letter it twice.
-#   KEYS: stream [, dead-letter stream]; ARGV: group, delete ('1'/'0'),
-#         then per entry: id, 2n, field1, value1, ... fieldn, valuen
-_DEAD_LETTER = """
-local count, i = 0, 3
+# The dead-letter stream is left out when the trigger declares none; ``delete`` is '1'/'0';
+# after the arguments come, per entry: id, 2n, field1, value1, ... fieldn, valuen.
+DEAD_LETTER = Signature(keys=("stream", "dead_stream"), args=("group", "delete"))
+_DEAD_LETTER = (
+    DEAD_LETTER.preamble()
+    + f"""
+local count, i = 0, {len(DEAD_LETTER.args) + 1}
 while i <= #ARGV do
   local id, width = ARGV[i], tonumber(ARGV[i + 1])
-  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
-    if KEYS[2] then
-      redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 2, i + 1 + width))
+  if redis.call('XACK', stream, group, id) == 1 then
+    if dead_stream then
+      redis.call('XADD', dead_stream, '*', unpack(ARGV, i + 2, i + 1 + width))
     end
-    if ARGV[2] == '1' then
-      redis.call('XDEL', KEYS[1], id)
+    if delete == '1' then
+      redis.call('XDEL', stream, id)
     end
     count = count + 1
   end
@@ -93,25 +98,15 @@ while i <= #ARGV do
 end
 return count
 """
-
-# Fields the runtime adds to a dead-lettered entry (everything else is the original entry).
-ERROR_FIELD = "_error"
-ATTEMPTS_FIELD = "_attempts"
-SOURCE_FIELD = "_source_id"
-FUNCTION_FIELD = "_function"
-DEAD_LETTER_FIELDS = (ERROR_FIELD, ATTEMPTS_FIELD, SOURCE_FIELD, FUNCTION_FIELD)
+)
 
 
 def dead_letter_entry(
     record: StreamRecord, reason: str, function: str, attempts: int | None = None
 ) -> dict[str, str]:
     """The dead-letter stream entry for ``record``: its fields plus why and how often it failed."""
-    entry = {k: v for k, v in record.fields.items() if k not in DEAD_LETTER_FIELDS}
-    entry[ERROR_FIELD] = reason[:2000]
-    entry[ATTEMPTS_FIELD] = str(record.attempt if attempts is None else attempts)
-    entry[SOURCE_FIELD] = record.id
-    entry[FUNCTION_FIELD] = function
-    return entry
+    count = record.attempt if attempts is None else attempts
+    return dead_letters.stream_entry(record.fields, record.id, reason, count, function)
 
 
 def dead_letter_args(entries: Iterable[tuple[str, dict[str, str]]]) -> list[str]:

@@ -1,1 +1,2 @@
-"""The functions' PostgreSQL store: migrations, users, rooms, and the queries of the handlers."""
+"""The functions' PostgreSQL store: migrations, users, rooms, the handlers' queries and the
+room events' writes."""

@@ -93,3 +93,41 @@ async def test_lua_and_python_build_the_same_event_and_op_frame(
     )
     assert built == frames.encode_room_event(event)
     assert op_frame.decode() == frames.encode_op_frame(op, "ok", 12)
+
+
+_APPEND = (
+    frames.MESSAGE_LUA
+    + """
+log_append(KEYS[1], 100, tonumber(ARGV[1]), ARGV[2], ARGV[3])
+return redis.call('XRANGE', KEYS[1], '-', '+')
+"""
+)
+
+
+async def test_the_log_entry_lua_appends_is_what_the_python_readers_read(
+    redis: aioredis.Redis,
+) -> None:
+    # GIVEN a message and a reaction appended by the sequencing script's own Lua
+    key = "test:frames:log:{lua.room}"
+    await redis.delete(key)
+    message = b'{"id":"i","seq":7}'
+    reaction = b'{"type":"reaction","seq":2251799813685248}'
+    await redis.eval(_APPEND, 1, key, "7", "message", message)  # type: ignore[misc]
+    logged = await redis.eval(  # type: ignore[misc]
+        _APPEND, 1, key, str(2**51), "reaction", reaction
+    )
+    await redis.delete(key)
+    # THEN the entries' bytes are pinned and the Python readers decode them back
+    assert logged == [
+        [b"7-0", [b"m", message]],
+        [f"{2**51}-0".encode(), [b"m", reaction, b"e", b"reaction"]],
+    ]
+    entries = [
+        (entry_id.decode(), {k.decode(): v.decode() for k, v in zip(f[::2], f[1::2], strict=True)})
+        for entry_id, f in logged
+    ]
+    assert [
+        (frames.log_entry_seq(i), frames.log_entry_event(f), frames.log_entry_json(f))
+        for i, f in entries
+    ] == [(7, "message", message.decode()), (2**51, "reaction", reaction.decode())]
+    assert entries[0][0] == frames.log_entry_id(7)

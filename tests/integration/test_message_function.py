@@ -8,8 +8,8 @@ import uuid
 
 from confluent_kafka import Consumer
 
-from chat import frames, names
-from chat.contract import SendRequest, inbound_fields
+from chat import frames, inbound, names
+from chat.contract import SendRequest
 from chat.ids import message_id
 from devstack import Stack
 from functions import message
@@ -19,7 +19,7 @@ from functions.deps import Deps
 
 def _record(entry_id: str, room: str, sender: str, cid: str, text: str = "hi") -> StreamRecord:
     request = SendRequest(room=room, text=text, client_msg_id=cid)
-    fields = inbound_fields(request, sender=sender, ts="2026-11-28T10:00:00.000Z")
+    fields = inbound.send_entry(request, sender=sender, ts="2026-11-28T10:00:00.000Z")
     return StreamRecord(id=entry_id, fields=fields)
 
 

@@ -8,15 +8,12 @@ from typing import Any
 
 import pytest
 
-from chat import frames, names
+from chat import frames, inbound, names
 from chat.contract import (
     DeleteRequest,
     EditRequest,
     ReactRequest,
     SendRequest,
-    inbound_fields,
-    op_fields,
-    read_fields,
 )
 from chat.ids import message_id, op_id
 from functions import message, persist
@@ -52,18 +49,18 @@ class Room:
 
     def send(self, user: str, cid: str, text: str, reply_to: str | None = None) -> StreamRecord:
         request = SendRequest(room=self.name, text=text, client_msg_id=cid, reply_to=reply_to)
-        return self._record(inbound_fields(request, user, TS))
+        return self._record(inbound.send_entry(request, user, TS))
 
     def edit(self, user: str, target: str, text: str, op: str) -> StreamRecord:
         request = EditRequest(room=self.name, id=target, text=text, client_op_id=op)
-        return self._record(op_fields(request, user, TS))
+        return self._record(inbound.op_entry(request, user, TS))
 
     def delete(self, user: str, target: str, op: str) -> StreamRecord:
-        return self._record(op_fields(DeleteRequest(self.name, target, op), user, TS))
+        return self._record(inbound.op_entry(DeleteRequest(self.name, target, op), user, TS))
 
     def react(self, user: str, target: str, emoji: str, on: bool, op: str) -> StreamRecord:
         request = ReactRequest(room=self.name, id=target, emoji=emoji, on=on, client_op_id=op)
-        return self._record(op_fields(request, user, TS))
+        return self._record(inbound.op_entry(request, user, TS))
 
 
 async def _outcomes(pubsub: Any, want: int) -> dict[str, tuple[str, int]]:
@@ -262,8 +259,8 @@ async def test_reactions_count_once_per_user_and_history_sums_them(deps: Deps) -
 
 async def test_a_read_entry_is_forwarded_and_a_bad_one_is_poison(deps: Deps) -> None:
     r = unique_room("rd")
-    good = StreamRecord(id="1-1", fields=read_fields(r, "ann", 3))
-    bad = StreamRecord(id="1-2", fields={**read_fields(r, "ann", 3), "seq": "-1"})
+    good = StreamRecord(id="1-1", fields=inbound.read_entry(r, "ann", 3))
+    bad = StreamRecord(id="1-2", fields={**inbound.read_entry(r, "ann", 3), "seq": "-1"})
     result = await message.handle([good, bad], deps)
     assert set(result.poison) == {"1-2"}
     assert result.settle is not None

@@ -13,8 +13,8 @@ import time
 import psycopg
 import pytest
 
-from chat import names
-from chat.contract import SendRequest, inbound_fields
+from chat import inbound, names
+from chat.contract import SendRequest
 from functions.deps import Deps
 from tests.integration import runtime_handlers as rt
 from tests.integration.runtime_support import Hosts
@@ -43,7 +43,7 @@ class Load:
                 n = next(self._n)
                 room = self.rooms[n % len(self.rooms)]
                 request = SendRequest(room=room, text=f"message {n}", client_msg_id=f"c{n}")
-                fields = inbound_fields(request, sender=f"user{n % 3}", ts=TS)
+                fields = inbound.send_entry(request, sender=f"user{n % 3}", ts=TS)
                 pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
                 if n % resend_every == 0:
                     pipe.xadd(self.stream, fields)  # type: ignore[arg-type]

@@ -89,6 +89,7 @@ def test_a_frame_refuses_separators_in_its_header() -> None:
 
 def test_recent_log_entries_carry_the_seq_in_their_id() -> None:
     assert frames.log_entry_id(41) == "41-0"
+    assert frames.log_excluding(41) == "(41-0"
     assert frames.log_entry_seq("41-0") == 41
     assert frames.log_entry_json({"m": "{}"}) == "{}"
     assert frames.log_entry_frame("41-0", {"m": '{"seq":41}'}) == frames.Frame(

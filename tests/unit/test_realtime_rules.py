@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from chat import frames
 from chat.auth import Identity, authorize_room, is_private
 from chat.contract import ContractError, ErrorCode
 from chat.ratelimit import Limit, parse_limits
 from chat.settings import Settings
-from realtime.fanout import accepted_at
 from realtime.presence import member, parse_member, snapshot
 from realtime.server import socket_origins
 
@@ -97,9 +97,9 @@ def test_presence_script_replies_decode_into_users_and_missing_members() -> None
 
 def test_acceptance_time_of_a_message_is_read_from_its_ts() -> None:
     packet = '2["message",{"id":"i","text":"\\"ts\\":\\"x","ts":"2026-01-02T03:04:05.678Z"}]'
-    assert accepted_at(packet) == pytest.approx(1767323045.678)
-    assert accepted_at('2["message",{"ts":"yesterday"}]') is None
-    assert accepted_at('2["presence",{}]') is None
+    assert frames.accepted_at(packet) == pytest.approx(1767323045.678)
+    assert frames.accepted_at('2["message",{"ts":"yesterday"}]') is None
+    assert frames.accepted_at('2["presence",{}]') is None
 
 
 def test_settings_refuse_a_presence_ttl_within_two_heartbeats() -> None:

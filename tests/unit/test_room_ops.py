@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from chat import inbound
 from chat.contract import (
     ContractError,
     DeleteRequest,
@@ -14,7 +15,6 @@ from chat.contract import (
     ReactRequest,
     ReadRequest,
     SendRequest,
-    op_fields,
     parse,
 )
 from chat.ids import message_id, op_id
@@ -63,8 +63,8 @@ def test_good_ops_parse_and_become_inbound_entries() -> None:
     edit = parse(EditRequest, _op(text="  new text "))
     assert edit.text == "new text"
     react = parse(ReactRequest, _op(emoji="👍🏽", on=False))
-    assert op_fields(react, "bob", "t")["on"] == "0"
-    assert op_fields(edit, "bob", "t")["kind"] == "edit"
+    assert inbound.op_entry(react, "bob", "t")["on"] == "0"
+    assert inbound.op_entry(edit, "bob", "t")["kind"] == "edit"
     assert parse(ReadRequest, {"room": "general", "seq": 2**63 - 1}).seq == 2**63 - 1
 
 
