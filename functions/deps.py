@@ -6,7 +6,7 @@ The host (or the Lambda runtime) builds one ``Deps`` and hands it to every handl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -36,6 +36,7 @@ class Deps:
         self._forwarder: Forwarder | None = None
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
+        self._uses_postgres = False
 
     @property
     def redis(self) -> RedisClient:
@@ -75,8 +76,14 @@ class Deps:
         """The process's PostgreSQL pool, opened on first use."""
         async with self._pool_lock:
             if self._pool is None:
+                self._uses_postgres = True
                 pool = postgres_pool(self.settings)
-                await pool.open(wait=True, timeout=15)
+                try:
+                    await pool.open(wait=True, timeout=15)
+                except BaseException:
+                    # A pool that never opened would keep reconnecting in the background.
+                    await pool.close()
+                    raise
                 self._pool = pool
         return self._pool
 
@@ -111,25 +118,45 @@ class Deps:
                 f"{left} of {count} records unconfirmed, errors: {[str(e) for e in errors[:3]]}"
             )
 
-    async def check(self, timeout_s: float = 2.0) -> dict[str, str]:
-        """Ping Redis and PostgreSQL, each within ``timeout_s``; the value is "ok" or the error."""
+    async def check(
+        self, timeout_s: float = 2.0, services: Sequence[str] = ("redis", "postgres")
+    ) -> dict[str, str]:
+        """Ping Redis (every primary of a cluster) and PostgreSQL, each within ``timeout_s``;
+        the value is "ok" or the error."""
 
         async def redis() -> None:
-            await self.redis.ping()
+            if self.settings.redis_mode == "cluster":
+                await self.redis.execute_command("PING", target_nodes="primaries")
+            else:
+                await self.redis.ping()
 
         async def postgres() -> None:
             pool = await self.pool()
-            async with pool.connection() as conn:
+            async with pool.connection(timeout=timeout_s) as conn:
                 await conn.execute("SELECT 1")
 
+        probes = {"redis": redis, "postgres": postgres}
         results: dict[str, str] = {}
-        for name, probe in (("redis", redis), ("postgres", postgres)):
+        for name, probe in ((name, probes[name]) for name in services):
             try:
                 await asyncio.wait_for(probe(), timeout=timeout_s)
                 results[name] = "ok"
             except Exception as exc:
                 results[name] = f"{type(exc).__name__}: {exc}"[:200]
         return results
+
+    async def available(self, timeout_s: float = 1.0) -> bool:
+        """Whether every dependency this process has used so far answers within ``timeout_s``."""
+        used = [
+            name
+            for name, wanted in (
+                ("redis", self._redis is not None),
+                ("postgres", self._uses_postgres),
+            )
+            if wanted
+        ]
+        checks = await self.check(timeout_s, used)
+        return all(value == "ok" for value in checks.values())
 
     async def aclose(self) -> None:
         """Close every client that was opened."""

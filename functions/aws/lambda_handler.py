@@ -146,6 +146,7 @@ class LambdaRuntime:
             deadline=(lambda: False)
             if remaining is None
             else (lambda: remaining() < 2 * _LAMBDA_RESERVE_S),
+            available=self.deps.available,
         )
         unfinished = await policy.run(event.records)
         return kafka_batch_response(event.records, unfinished)

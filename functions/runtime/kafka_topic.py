@@ -179,6 +179,7 @@ class KafkaTopicRunner:
             partial(invoke, fn, self.handler, deps=deps),
             self,
             self._stopping,
+            available=deps.available,
         )
 
     def stop(self) -> None:

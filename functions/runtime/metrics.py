@@ -55,3 +55,8 @@ DEAD_LETTER_TRIPS = Counter(
     "Times a runner hit its dead-letter cap and stopped consuming for its cool-down",
     ["function"],
 )
+WAITING_FOR_DEPENDENCIES = Gauge(
+    "chat_function_waiting_for_dependencies",
+    "1 while a runner of the function holds its records because a dependency does not answer",
+    ["function"],
+)

@@ -18,6 +18,11 @@ Lambda Kafka entry point. The rules, for one batch:
   ``chat_function_dead_letter_stopped`` gauge, and every record not yet settled stays
   unacked/uncommitted for the next try. A bad deploy thus costs a bounded number of dead
   letters (replayable), not a whole stream.
+- a failure while a dependency the process uses does not answer (Redis failing over or down,
+  PostgreSQL restarting) is the infrastructure's, not the records': the segment is held, no
+  attempt counted, no bisection, and run again after a backoff once the dependencies answer.
+  An outage of any length thus dead-letters nothing; a record that fails while everything
+  answers is charged as above.
 """
 
 from __future__ import annotations
@@ -160,6 +165,7 @@ class Policy(Generic[R]):
         stopping: asyncio.Event | None = None,
         cap: DeadLetterCap | None = None,
         deadline: Callable[[], bool] | None = None,
+        available: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.function = function
         self.limits = limits
@@ -169,6 +175,9 @@ class Policy(Generic[R]):
         self.cap = cap or DeadLetterCap(function, limits)
         # True once no further invocation fits (a Lambda nearing its timeout).
         self.deadline = deadline or (lambda: False)
+        # Whether the dependencies answer; None: every failure is charged to its records.
+        self.available = available
+        self._outage_rounds = 0
 
     def _halt(self) -> bool:
         return self.stopping.is_set() or self.cap.tripped or self.deadline()
@@ -205,6 +214,9 @@ class Policy(Generic[R]):
             result = await self.call(segment)
             error = REPORTED_FAILED
         except TransientFailure as exc:
+            if await self._in_outage(segment, exc):
+                segments.appendleft(segment)
+                return not self._halt()
             if len(segment) > 1:
                 half = len(segment) // 2
                 segments.appendleft(segment[half:])
@@ -219,6 +231,7 @@ class Policy(Generic[R]):
                 return True
             result = BatchResult(failed={segment[0].id})
             error = str(exc)
+        self._end_outage()
         done = [r for r in segment if r.id not in result.failed and r.id not in result.poison]
         if done:
             await self.sink.done(done, result.settle)
@@ -244,6 +257,38 @@ class Policy(Generic[R]):
         if again:
             segments.appendleft(again)
         return True
+
+    async def _in_outage(self, segment: list[R], exc: TransientFailure) -> bool:
+        """True when a dependency does not answer: ``segment`` waits for it, uncharged."""
+        if self.available is None or await self.available():
+            return False
+        self._outage_rounds += 1
+        if self._outage_rounds == 1:
+            metrics.WAITING_FOR_DEPENDENCIES.labels(self.function).set(1)
+            log.warning(
+                "%s holds %d records without counting attempts: a dependency does not "
+                "answer (%s); it retries until it does",
+                self.function,
+                len(segment),
+                exc,
+                extra={"function": self.function, "batch_size": len(segment)},
+            )
+        metrics.RECORDS.labels(self.function, "held").inc(len(segment))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self.stopping.wait(), timeout=backoff_s(self._outage_rounds, base=0.25)
+            )
+        return True
+
+    def _end_outage(self) -> None:
+        if self._outage_rounds:
+            self._outage_rounds = 0
+            metrics.WAITING_FOR_DEPENDENCIES.labels(self.function).set(0)
+            log.warning(
+                "%s: dependencies answer again, records run as usual",
+                self.function,
+                extra={"function": self.function},
+            )
 
     async def _bury(self, records: list[R], reasons: dict[str, str], unfinished: set[str]) -> bool:
         """Dead-letter what the cap admits; False when not all of ``records`` were."""

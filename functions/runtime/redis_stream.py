@@ -154,7 +154,7 @@ class RedisStreamRunner:
             call = partial(invoke, fn, handler, deps=deps)
         self.call: Call = call
         self.policy: Policy[StreamRecord] = Policy(
-            fn.name, Limits.of(self.trigger), call, self, self._stopping
+            fn.name, Limits.of(self.trigger), call, self, self._stopping, available=deps.available
         )
         self._next_reclaim = 0.0
         self._reclaim_cursor = "0-0"

@@ -154,7 +154,8 @@ def functions_for(test_id: str) -> tuple[Function, ...]:
                 max_attempts=3,
                 dead_letter=dead_of(persist_topic(test_id)),
             ),
-            timeout_s=10.0,
+            # Short, so an outage fails its calls quickly: three attempts fit well within one.
+            timeout_s=2.0,
         ),
         Function(
             name="message",

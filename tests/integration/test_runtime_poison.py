@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import urllib.request
 from typing import Any
 
@@ -330,3 +331,36 @@ async def test_the_stream_bridge_bisects_a_batch_its_lambda_errors_on(
     # AND the Lambda succeeded on each other entry exactly once, and all are acked
     assert lam.succeeded == [k for k in keys if k != "k07"]
     assert (await deps.redis.xinfo_groups(stream))[0]["pending"] == 0
+
+
+async def test_a_postgresql_outage_longer_than_every_attempt_dead_letters_nothing(
+    stack: Stack, deps: Deps, hosts: Hosts, test_id: str
+) -> None:
+    # GIVEN the persist function consuming a room's messages, its pool open
+    room = f"rt-{test_id}"
+    dsn = deps.settings.postgres_dsn
+    encode = msgspec.json.Encoder().encode
+    _produce(stack, rt.persist_topic(test_id), [encode(message(room, 1))])
+    _start(hosts, ["rt-persist"])
+
+    async def stored(count: int) -> bool:
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn) as conn:
+                cur = await conn.execute("SELECT count(*) FROM messages WHERE room = %s", (room,))
+                row = await cur.fetchone()
+        except psycopg.OperationalError:
+            return False
+        return bool(row and row[0] == count)
+
+    await until(lambda: stored(1), "the first message to be stored", 60, every_s=0.5)
+    # WHEN PostgreSQL goes down (a fast shutdown: the test stack runs it without fsync, so a
+    # crash could lose rows it committed), ten more messages arrive, and it is back only after
+    # 30 s: far longer than the three attempts of 2 s (bisected, backed off) a record is allowed
+    stack.kill("postgres", signal.SIGINT)
+    _produce(stack, rt.persist_topic(test_id), [encode(message(room, s)) for s in range(2, 12)])
+    await asyncio.sleep(30)
+    stack.start(["postgres"])
+    # THEN every message is stored once it is back, and none was dead-lettered
+    await until(lambda: stored(11), "the ten messages to be stored after the outage", 60, 0.5)
+    persist = next(f for f in rt.functions_for(test_id) if f.name == "rt-persist")
+    assert await list_dead_letters(persist, deps) == []

@@ -70,6 +70,9 @@ class FakeDeps:
     async def produce(self, topic: str, records: Any, timeout_s: float = 30) -> None:
         self.produced.append((topic, list(records)))
 
+    async def available(self) -> bool:
+        return True
+
 
 @pytest.fixture
 def fake_deps() -> Iterator[FakeDeps]:

@@ -85,10 +85,31 @@ def _run(
     sink: Sink | None = None,
     limits: Limits = LIMITS,
     cap: DeadLetterCap | None = None,
+    available: Outage | None = None,
 ) -> tuple[set[str], Sink]:
     sink = sink or Sink()
-    policy: Policy[KafkaRecord] = Policy("fn", limits, handler, sink, cap=cap)
+    policy: Policy[KafkaRecord] = Policy("fn", limits, handler, sink, cap=cap, available=available)
     return asyncio.run(policy.run(batch)), sink
+
+
+class Outage:
+    """Dependencies that do not answer for the first ``rounds`` probes, and a handler that
+    fails on every batch while they do not."""
+
+    def __init__(self, rounds: int, crash: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.rounds = rounds
+        self.probes = 0
+        self.handler = Handler(crash=crash)
+
+    async def __call__(self) -> bool:
+        self.probes += 1
+        return self.probes > self.rounds
+
+    async def call(self, batch: Sequence[KafkaRecord]) -> BatchResult:
+        if self.probes < self.rounds:
+            self.handler.calls.append([r.offset for r in batch])
+            raise TransientFailure("ConnectionError: Connection refused")
+        return await self.handler(batch)
 
 
 def test_a_crashing_record_is_bisected_out_and_alone_dead_lettered() -> None:
@@ -185,3 +206,57 @@ def test_a_failing_record_never_lets_a_later_offset_commit_before_it() -> None:
     assert "t/0/3" in unfinished
     points = commit_points(batch, unfinished)
     assert points[("t", 0)] == 3
+
+
+def test_an_outage_longer_than_every_attempt_dead_letters_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("functions.runtime.policy.backoff_s", lambda *_a, **_k: 0.0)
+    # GIVEN dependencies that stop answering for 20 rounds, far more than max_attempts (3)
+    outage = Outage(rounds=20)
+    batch = _records(8)
+    # WHEN the policy runs a batch the handler fails on while they do not answer
+    sink = Sink()
+    policy: Policy[KafkaRecord] = Policy("fn", LIMITS, outage.call, sink, available=outage)
+    unfinished = asyncio.run(policy.run(batch))
+    # THEN nothing is dead-lettered and no attempt was counted: every record ran once, whole
+    assert sink.dead == []
+    assert outage.handler.processed == list(range(8))
+    assert sorted(sink.finished) == list(range(8))
+    assert unfinished == set()
+    # AND the batch was held whole (never bisected) until the dependencies answered
+    assert all(call == list(range(8)) for call in outage.handler.calls)
+    assert outage.probes == 20
+
+
+def test_a_record_failing_while_everything_answers_is_still_charged() -> None:
+    # GIVEN dependencies that answer, and a record the handler crashes on
+    outage = Outage(rounds=0, crash={3})
+    # WHEN the policy runs it
+    unfinished, sink = _run(outage.handler, _records(5), available=outage)
+    # THEN it is bisected out and dead-lettered after max_attempts, the others done
+    assert sink.dead == [(3, "boom", 3)]
+    assert sorted(sink.finished) == [0, 1, 2, 4]
+    assert unfinished == set()
+
+
+def test_a_stop_during_an_outage_leaves_the_batch_unfinished() -> None:
+    # GIVEN dependencies that never answer
+    outage = Outage(rounds=10**9)
+    sink = Sink()
+    stopping = asyncio.Event()
+
+    async def run() -> set[str]:
+        policy: Policy[KafkaRecord] = Policy(
+            "fn", LIMITS, outage.call, sink, stopping, available=outage
+        )
+        task = asyncio.create_task(policy.run(_records(4)))
+        await asyncio.sleep(0.3)
+        # WHEN the runner is stopped
+        stopping.set()
+        return await task
+
+    unfinished = asyncio.run(run())
+    # THEN every record stays unfinished for the next owner, none dead-lettered
+    assert unfinished == {r.id for r in _records(4)}
+    assert sink.dead == [] and sink.finished == []
