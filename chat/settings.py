@@ -75,8 +75,8 @@ class Settings:
     # An Engine.IO session that has not completed the Socket.IO connect by then is closed.
     connect_timeout_s: int = 10
     # Browser origins allowed to open sockets (comma-separated in the environment:
-    # https://a.example,https://b.example). None (the default): no page of another site can use a
-    # visitor's session. "*" is for dev only: it accepts every origin.
+    # https://a.example,https://b.example). Empty (the default): no page of another site can use
+    # a visitor's session. "*" is for dev only: it accepts every origin.
     cors_origins: tuple[str, ...] = ()
     kafka_messages_partitions: int = 12
     # Rooms matching these globs (comma-separated in the environment) need a ``rooms`` token
@@ -110,10 +110,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in _TUPLES:
-            if not isinstance(getattr(self, name), tuple):
+            if not isinstance(value := getattr(self, name), tuple):
                 raise TypeError(
-                    f"{name} is a tuple of strings, not {getattr(self, name)!r}: pass one "
-                    f"(('a', 'b')), or set {env_name(name)}=a,b and use Settings.from_env"
+                    f"{name} takes a tuple of strings such as ('a', 'b'), not {value!r} "
+                    f"(in the environment: {env_name(name)}=a,b)"
                 )
         _one_of(self, "environment", "dev", "test", "prod")
         _one_of(self, "redis_mode", "standalone", "cluster")
@@ -148,9 +148,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build from the ``CHAT_*`` variables of ``environ`` (or the process); keywords win.
 
-        Every value is cast to its field's type, an error naming the variable; a ``CHAT_*``
-        variable that is neither a setting nor a process variable is refused (a typo would
-        otherwise leave its setting at the default).
+        Each value is cast to its field's type (one that does not cast raises an error naming
+        its variable); a ``CHAT_*`` variable that is neither a setting nor a process variable
+        is refused, since a misspelt one would otherwise leave its setting at the default.
         """
         source = os.environ if environ is None else environ
         unknown = sorted(k for k in source if k.startswith(PREFIX) and k not in _KNOWN)
@@ -262,7 +262,10 @@ def env_name(name: str) -> str:
     ``CHAT_REDIS_URL``)."""
     variable = f"{PREFIX}{name.upper()}"
     if variable not in _KNOWN or name != name.lower():
-        raise KeyError(f"no setting named {name!r}: see chat.settings.Settings for the known ones")
+        raise KeyError(
+            f"no setting named {name!r}: the known ones are the fields of chat.settings.Settings "
+            "and its PROCESS_VARIABLES"
+        )
     return variable
 
 
