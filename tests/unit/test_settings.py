@@ -11,8 +11,6 @@ import pytest
 from chat.ratelimit import parse_limits
 from chat.settings import PROCESS_VARIABLES, Settings, env_name, env_values
 
-pytestmark = pytest.mark.unit
-
 REPO = Path(__file__).resolve().parents[2]
 # Where variables are spelled out: the code and its tests, the image, the compose stack.
 SPELLED_IN = ("chat", "functions", "realtime", "infra", "devstack", "bench", "scripts", "tests")
