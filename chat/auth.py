@@ -117,7 +117,7 @@ def room_patterns(spec: str) -> tuple[str, ...]:
 
 def is_private(room: str, settings: Settings) -> bool:
     """True when ``room`` matches one of the configured private-room patterns."""
-    return any(fnmatchcase(room, p) for p in room_patterns(settings.private_rooms))
+    return any(fnmatchcase(room, p) for p in settings.private_rooms)
 
 
 def _granted(claim: object) -> Iterable[str]:
@@ -133,7 +133,7 @@ def authorize_room(identity: Identity, room: str, settings: Settings) -> None:
     """Raise ``forbidden`` unless ``identity`` may read and write ``room``.
 
     Public rooms are open to every authenticated user. A room matching ``settings.private_rooms``
-    (comma-separated globs, ``CHAT_PRIVATE_ROOMS``) needs a token claim ``rooms``: a list of room
+    (globs, ``CHAT_PRIVATE_ROOMS``) needs a token claim ``rooms``: a list of room
     names or globs (or one comma-separated string), one of which matches the room. Dev-mode
     identities carry no claims, so they never enter private rooms.
     """

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from chat.settings import env_name
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -48,9 +50,9 @@ class TextFormatter(logging.Formatter):
 def configure_logging(json_lines: bool | None = None, level: str | None = None) -> None:
     """Configure the root logger once; ``CHAT_LOG_JSON`` and ``CHAT_LOG_LEVEL`` are defaults."""
     if json_lines is None:
-        json_lines = os.environ.get("CHAT_LOG_JSON", "").lower() in {"1", "true", "yes"}
+        json_lines = os.environ.get(env_name("log_json"), "").lower() in {"1", "true", "yes"}
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel((level or os.environ.get("CHAT_LOG_LEVEL", "INFO")).upper())
+    root.setLevel((level or os.environ.get(env_name("log_level"), "INFO")).upper())

@@ -10,6 +10,7 @@ from typing import Literal
 
 from chat import names
 from chat.contract import ContractError, ErrorCode
+from chat.settings import env_name
 from chat.shards import Command, Script, Shards
 
 Scope = Literal["user", "socket"]
@@ -99,12 +100,15 @@ def parse_limits(spec: str) -> dict[tuple[str, Scope], Limit]:
         match = _RULE.match(part)
         if match is None:
             raise ValueError(
-                f"bad rate limit {part!r}: write <event>.<user|socket>=<per second>:<burst>"
+                f"bad rate limit {part!r} ({env_name('rate_limits')}): "
+                "write <event>.<user|socket>=<per second>:<burst>"
             )
         event, scope, per_s, burst = match.groups()
         key: tuple[str, Scope] = (event, "user" if scope == "user" else "socket")
         if key in limits:
-            raise ValueError(f"rate limit {event}.{scope} is given twice")
+            raise ValueError(
+                f"rate limit {event}.{scope} is given twice in {env_name('rate_limits')}"
+            )
         limits[key] = Limit(float(per_s), int(burst))
     return limits
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from difflib import get_close_matches
+from types import MappingProxyType
+from typing import Any, get_type_hints
 
 
 def _bool(raw: str) -> bool:
@@ -72,13 +74,14 @@ class Settings:
     max_sockets_per_user: int = 20
     # An Engine.IO session that has not completed the Socket.IO connect by then is closed.
     connect_timeout_s: int = 10
-    # Browser origins allowed to open sockets, comma-separated (https://chat.example.com). Empty
-    # (the default): none, so no page of another site can use a visitor's session. "*" is for
-    # dev only: it accepts every origin.
-    cors_origins: str = ""
+    # Browser origins allowed to open sockets (comma-separated in the environment:
+    # https://a.example,https://b.example). Empty (the default): no page of another site can use
+    # a visitor's session. "*" is for dev only: it accepts every origin.
+    cors_origins: tuple[str, ...] = ()
     kafka_messages_partitions: int = 12
-    # Rooms matching these comma-separated globs need a ``rooms`` token claim granting them.
-    private_rooms: str = "private:*"
+    # Rooms matching these globs (comma-separated in the environment) need a ``rooms`` token
+    # claim granting them.
+    private_rooms: tuple[str, ...] = ("private:*",)
     # Each gateway re-announces its sockets' presence this often; a member unseen for the TTL
     # (a crashed node's) is dropped, so the TTL plus one heartbeat bounds how long it lingers.
     presence_heartbeat_s: int = 3
@@ -86,8 +89,9 @@ class Settings:
     # A node announces a room's presence at most once per this interval (later changes in it
     # become one announcement at its end); 0 announces every change.
     presence_coalesce_ms: int = 250
-    # Limits held in Redis across nodes, comma-separated "<event>.<user|socket>=<per s>:<burst>".
-    # "http.user" limits each caller of the HTTP functions (429 with retry_after_ms).
+    # Limits held in Redis across nodes, comma-separated "<event>.<user|socket>=<per s>:<burst>"
+    # (one text: chat.ratelimit.parse_limits reads it where a limiter is built). "http.user"
+    # limits each caller of the HTTP functions (429 with retry_after_ms).
     rate_limits: str = (
         "send.user=20:40,send.socket=10:20,typing.socket=2:5,join.socket=20:100,"
         "replay.user=10:200,leave.socket=20:100,connect.user=10:60,http.user=50:100,"
@@ -105,62 +109,35 @@ class Settings:
     retention_batch: int = 5000
 
     def __post_init__(self) -> None:
-        if self.environment not in {"dev", "test", "prod"}:
-            raise ValueError(f"environment must be dev, test or prod, not {self.environment!r}")
+        for name in _TUPLES:
+            if not isinstance(value := getattr(self, name), tuple):
+                raise TypeError(
+                    f"{name} takes a tuple of strings such as ('a', 'b'), not {value!r} "
+                    f"(in the environment: {env_name(name)}=a,b)"
+                )
+        _one_of(self, "environment", "dev", "test", "prod")
+        _one_of(self, "redis_mode", "standalone", "cluster")
+        _one_of(self, "kafka_security_protocol", "PLAINTEXT", "SSL")
         if self.environment == "prod" and self.dev_auth:
-            raise ValueError("dev_auth must be off in prod: set CHAT_DEV_AUTH=false")
-        if self.redis_mode not in {"standalone", "cluster"}:
-            raise ValueError(f"redis_mode must be standalone or cluster, not {self.redis_mode!r}")
-        if self.inbound_partitions < 1 or self.redis_wait_replicas < 0:
-            raise ValueError("inbound_partitions must be >= 1 and redis_wait_replicas >= 0")
-        if self.redis_wait_timeout_ms <= 0:
-            raise ValueError("redis_wait_timeout_ms must be positive")
-        if self.kafka_security_protocol not in {"PLAINTEXT", "SSL"}:
-            raise ValueError("kafka_security_protocol must be PLAINTEXT or SSL")
+            raise ValueError("CHAT_DEV_AUTH must be off in prod: set CHAT_DEV_AUTH=false")
         if self.environment == "prod" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise ValueError("CHAT_JWT_SECRET must hold at least 32 bytes for HS256 (RFC 7518)")
-        if self.dedup_ttl_s <= 0 or self.recent_log_len <= 0:
-            raise ValueError("dedup_ttl_s and recent_log_len must be positive")
-        if self.presence_coalesce_ms < 0:
-            raise ValueError("presence_coalesce_ms must be >= 0 (0: announce every change)")
+        for name in _POSITIVE:
+            if (value := getattr(self, name)) <= 0:
+                raise ValueError(f"{env_name(name)} must be positive, not {value}")
+        for name, zero in _NOT_NEGATIVE.items():
+            if (value := getattr(self, name)) < 0:
+                raise ValueError(f"{env_name(name)} must be >= 0 ({zero}), not {value}")
         if not 0 < 2 * self.presence_heartbeat_s < self.presence_ttl_s:
-            raise ValueError("presence_ttl_s must exceed two presence heartbeats (both positive)")
-        if self.environment != "dev" and "*" in self.cors_origins:
+            raise ValueError(
+                "CHAT_PRESENCE_TTL_S must exceed two presence heartbeats "
+                "(CHAT_PRESENCE_HEARTBEAT_S), both positive"
+            )
+        if self.environment != "dev" and any("*" in origin for origin in self.cors_origins):
             raise ValueError(
                 "CHAT_CORS_ORIGINS='*' is for dev only: list the chat page's origins, "
                 "comma-separated (e.g. https://chat.example.com)"
             )
-        if (
-            min(
-                self.http_max_body_bytes,
-                self.http_max_json_depth,
-                self.postgres_statement_timeout_ms,
-            )
-            <= 0
-        ):
-            raise ValueError(
-                "http_max_body_bytes, http_max_json_depth and "
-                "postgres_statement_timeout_ms must be positive"
-            )
-        if (
-            min(
-                self.max_outbound_packets,
-                self.max_replay_messages,
-                self.max_sockets_per_user,
-                self.connect_timeout_s,
-                self.max_emojis_per_message,
-                self.op_ack_timeout_s,
-            )
-            <= 0
-        ):
-            raise ValueError(
-                "max_outbound_packets, max_replay_messages, max_sockets_per_user, "
-                "connect_timeout_s, max_emojis_per_message and op_ack_timeout_s must be positive"
-            )
-        if self.read_coalesce_ms < 0:
-            raise ValueError("read_coalesce_ms must be >= 0 (0: announce every move)")
-        if self.retention_days < 0 or self.retention_batch <= 0:
-            raise ValueError("retention_days must be >= 0 (0: keep all), retention_batch > 0")
 
     def require_auth(self) -> None:
         """Fail fast where clients must authenticate but no way to do so is configured."""
@@ -169,34 +146,127 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build from the ``CHAT_*`` variables of ``environ`` (or the process); keywords win."""
+        """Build from the ``CHAT_*`` variables of ``environ`` (or the process); keywords win.
+
+        Each value is cast to its field's type (one that does not cast raises an error naming
+        its variable); a ``CHAT_*`` variable that is neither a setting nor a process variable
+        is refused, since a misspelt one would otherwise leave its setting at the default.
+        """
         source = os.environ if environ is None else environ
+        unknown = sorted(k for k in source if k.startswith(PREFIX) and k not in _KNOWN)
+        if unknown:
+            raise ValueError(_unknown(unknown))
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = source.get(f"CHAT_{f.name.upper()}")
+        for name, cast in _CASTS.items():
+            raw = source.get(env_name(name))
             if raw is None:
                 continue
-            kind: type = str if f.default is MISSING else type(f.default)
-            if f.name == "jwt_secret":
-                values[f.name] = raw or None
-            elif kind is bool:
-                values[f.name] = _bool(raw)
-            elif kind is int:
-                values[f.name] = int(raw)
-            else:
-                values[f.name] = raw
+            try:
+                values[name] = cast(raw)
+            except ValueError as exc:
+                raise ValueError(f"{env_name(name)}: {exc}") from None
         values.update(overrides)
         return cls(**values)
 
 
-_FIELDS = frozenset(f.name for f in fields(Settings))
+PREFIX = "CHAT_"
+# Variables a process reads itself, before or besides its Settings: known, so never refused.
+PROCESS_VARIABLES: Mapping[str, str] = MappingProxyType(
+    {
+        "aws_secrets": "JSON: variable -> secret ARN[#key], read on AWS (functions.aws.secrets)",
+        "function": "the registry function a Lambda runs (functions.aws.lambda_handler)",
+        "bridge_function": "the function a stream bridge serves (functions.aws.bridge)",
+        "bridge_lambda": "the Lambda a stream bridge invokes (functions.aws.bridge)",
+        "log_json": "true: log JSON lines (chat.logs)",
+        "log_level": "the root log level, INFO unless set (chat.logs)",
+    }
+)
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"not an integer: {raw!r}") from None
+
+
+def _items(raw: str) -> tuple[str, ...]:
+    return tuple(item for item in (part.strip() for part in raw.split(",")) if item)
+
+
+def _optional(raw: str) -> str | None:
+    return raw or None
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+# How a variable's text becomes each type a setting may have.
+_CAST_BY_TYPE: dict[object, Callable[[str], Any]] = {
+    str: _text,
+    int: _int,
+    bool: _bool,
+    str | None: _optional,
+    tuple[str, ...]: _items,
+}
+_HINTS = get_type_hints(Settings)
+# A field of a type without a cast fails here, at import, not when its variable is first set.
+_CASTS = {f.name: _CAST_BY_TYPE[_HINTS[f.name]] for f in fields(Settings)}
+_TUPLES = tuple(name for name, cast in _CASTS.items() if cast is _items)
+_KNOWN = frozenset(f"{PREFIX}{name.upper()}" for name in (*_CASTS, *PROCESS_VARIABLES))
+_POSITIVE = (
+    "inbound_partitions",
+    "redis_wait_timeout_ms",
+    "dedup_ttl_s",
+    "recent_log_len",
+    "http_max_body_bytes",
+    "http_max_json_depth",
+    "postgres_statement_timeout_ms",
+    "max_outbound_packets",
+    "max_replay_messages",
+    "max_sockets_per_user",
+    "connect_timeout_s",
+    "max_emojis_per_message",
+    "op_ack_timeout_s",
+    "retention_batch",
+)
+# What 0 means, for each setting that may be 0 but not below.
+_NOT_NEGATIVE = {
+    "redis_wait_replicas": "0: ack after the primary's write",
+    "presence_coalesce_ms": "0: announce every change",
+    "read_coalesce_ms": "0: announce every move",
+    "retention_days": "0: keep every message",
+}
+
+
+def _one_of(settings: Settings, name: str, *allowed: str) -> None:
+    value = getattr(settings, name)
+    if value not in allowed:
+        raise ValueError(f"{env_name(name)} must be {' or '.join(allowed)}, not {value!r}")
+
+
+def _unknown(variables: list[str]) -> str:
+    named = []
+    for variable in variables:
+        close = get_close_matches(variable, sorted(_KNOWN), n=1)
+        named.append(f"{variable} (did you mean {close[0]}?)" if close else variable)
+    return (
+        f"unknown variable {', '.join(named)}: fix or unset it; the known ones are the fields "
+        "of chat.settings.Settings and its PROCESS_VARIABLES"
+    )
 
 
 def env_name(name: str) -> str:
-    """The environment variable of the setting ``name`` (``redis_url`` -> ``CHAT_REDIS_URL``)."""
-    if name not in _FIELDS:
-        raise KeyError(f"no setting named {name!r}: see chat/settings.py for the known ones")
-    return f"CHAT_{name.upper()}"
+    """The environment variable of the setting or process variable ``name`` (``redis_url`` ->
+    ``CHAT_REDIS_URL``)."""
+    variable = f"{PREFIX}{name.upper()}"
+    if variable not in _KNOWN or name != name.lower():
+        raise KeyError(
+            f"no setting named {name!r}: the known ones are the fields of chat.settings.Settings "
+            "and its PROCESS_VARIABLES"
+        )
+    return variable
 
 
 def env_values(**values: object) -> dict[str, str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.lambdas import container, fargate_task, task_execution_role
+from infra.ecs import container, fargate_service, fargate_task, task_execution_role
 from infra.network import GATEWAY_PORT, Network
 
 HEALTH_PATH = "/healthz"
@@ -142,18 +142,13 @@ class Gateway(pulumi.ComponentResource):
                 port=GATEWAY_PORT,
             ),
         )
-        self.service = aws.ecs.Service(
+        self.service = fargate_service(
             name,
-            name=name,
-            cluster=args.cluster_arn,
-            task_definition=task.arn,
+            cluster_arn=args.cluster_arn,
+            task=task,
             desired_count=args.min_tasks,
-            launch_type="FARGATE",
-            network_configuration={
-                "subnets": [s.id for s in net.app_subnets],
-                "security_groups": [net.gateway_sg.id],
-                "assign_public_ip": False,
-            },
+            subnets=net.app_subnets,
+            security_group=net.gateway_sg,
             load_balancers=[
                 {
                     "target_group_arn": self.target_group.arn,
@@ -162,7 +157,6 @@ class Gateway(pulumi.ComponentResource):
                 }
             ],
             health_check_grace_period_seconds=30,
-            deployment_circuit_breaker={"enable": True, "rollback": True},
             # ECS refuses a service whose target group no listener forwards to yet.
             opts=pulumi.ResourceOptions(
                 parent=self,

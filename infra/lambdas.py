@@ -13,9 +13,11 @@ from typing import assert_never
 import pulumi
 import pulumi_aws as aws
 
+from chat.settings import env_name
 from functions.registry import Function
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule, describe
 from infra import policies
+from infra.bridge import BridgeArgs, StreamBridge
 from infra.network import Network
 
 HANDLER = "functions.aws.lambda_handler.handler"
@@ -33,7 +35,7 @@ class SecretRef:
     key: str | None = None
 
     def ref(self) -> pulumi.Output[str]:
-        """The ``CHAT_AWS_SECRETS`` form: ``ARN`` or ``ARN#key``."""
+        """The form ``CHAT_AWS_SECRETS`` names it in: ``ARN`` or ``ARN#key``."""
         return pulumi.Output.concat(self.arn, f"#{self.key}" if self.key else "")
 
 
@@ -84,7 +86,7 @@ class VpcLambda(pulumi.ComponentResource):
         )
         environment: dict[str, pulumi.Input[str]] = dict(args.environment)
         if args.secrets:
-            environment["CHAT_AWS_SECRETS"] = pulumi.Output.json_dumps(
+            environment[env_name("aws_secrets")] = pulumi.Output.json_dumps(
                 {env: ref.ref() for env, ref in sorted(args.secrets.items())}
             )
         self.function = aws.lambda_.Function(
@@ -107,177 +109,6 @@ class VpcLambda(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy, self.log_group]),
         )
         self.register_outputs({"arn": self.function.arn, "name": self.function.name})
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeArgs:
-    """Where stream bridges run and what they start from."""
-
-    cluster_arn: pulumi.Input[str]
-    image: str
-    ecr_repository_arn: str | None
-    tasks: int
-    environment: Mapping[str, pulumi.Input[str]]
-    redis_url_secret_arn: pulumi.Input[str]
-    log_retention_days: int
-    network: Network
-
-
-def task_execution_role(
-    name: str,
-    log_group: aws.cloudwatch.LogGroup,
-    secret_arns: Sequence[pulumi.Input[str]],
-    ecr_repository_arn: str | None,
-    parent: pulumi.Resource,
-) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
-    """The role ECS starts a task with: pull its image, write its logs, read its secrets."""
-    child = pulumi.ResourceOptions(parent=parent)
-    role = aws.iam.Role(
-        f"{name}-exec",
-        assume_role_policy=policies.assume_role("ecs-tasks.amazonaws.com"),
-        opts=child,
-    )
-    statements = [policies.logs(log_group.arn), policies.read_secrets(secret_arns)]
-    if ecr_repository_arn:
-        statements += [
-            policies.allow(policies.ECR_TOKEN_ACTIONS, ["*"]),
-            policies.allow(
-                [
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                    "ecr:BatchCheckLayerAvailability",
-                ],
-                [ecr_repository_arn],
-            ),
-        ]
-    policy = aws.iam.RolePolicy(
-        f"{name}-exec", role=role.id, policy=policies.document(statements), opts=child
-    )
-    return role, policy
-
-
-def container(
-    name: str,
-    image: str,
-    command: Sequence[str],
-    environment: Mapping[str, pulumi.Input[str]],
-    secrets: Mapping[str, pulumi.Input[str]],
-    log_group: aws.cloudwatch.LogGroup,
-    port: int | None = None,
-) -> pulumi.Output[str]:
-    """An ECS container definition list with one container, as JSON."""
-    region = aws.get_region_output().region
-    definition: dict[str, object] = {
-        "name": name,
-        "image": image,
-        "essential": True,
-        "command": list(command),
-        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
-        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
-        "stopTimeout": 30,
-        "logConfiguration": {
-            "logDriver": "awslogs",
-            "options": {
-                "awslogs-group": log_group.name,
-                "awslogs-region": region,
-                "awslogs-stream-prefix": name,
-            },
-        },
-    }
-    if port is not None:
-        definition["portMappings"] = [{"containerPort": port, "protocol": "tcp"}]
-    return pulumi.Output.json_dumps([definition])
-
-
-def fargate_task(
-    name: str,
-    *,
-    cpu: int,
-    memory_mb: int,
-    execution: tuple[aws.iam.Role, aws.iam.RolePolicy],
-    container_definitions: pulumi.Output[str],
-    parent: pulumi.Resource,
-    task_role_arn: pulumi.Input[str] | None = None,
-) -> aws.ecs.TaskDefinition:
-    """A Fargate task definition on the platform the image is built for (Linux, ARM64)."""
-    exec_role, exec_policy = execution
-    return aws.ecs.TaskDefinition(
-        name,
-        family=name,
-        cpu=str(cpu),
-        memory=str(memory_mb),
-        network_mode="awsvpc",
-        requires_compatibilities=["FARGATE"],
-        runtime_platform={"cpu_architecture": "ARM64", "operating_system_family": "LINUX"},
-        execution_role_arn=exec_role.arn,
-        task_role_arn=task_role_arn,
-        container_definitions=container_definitions,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[exec_policy]),
-    )
-
-
-class StreamBridge(pulumi.ComponentResource):
-    """The Redis-stream event source of one function: an ECS service invoking its Lambda."""
-
-    def __init__(
-        self,
-        name: str,
-        fn: Function,
-        target: aws.lambda_.Function,
-        args: BridgeArgs,
-        opts: pulumi.ResourceOptions | None = None,
-        after: Sequence[pulumi.Resource] = (),
-    ) -> None:
-        super().__init__("chat:infra:StreamBridge", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        log_group = aws.cloudwatch.LogGroup(
-            name, name=f"/ecs/{name}", retention_in_days=args.log_retention_days, opts=child
-        )
-        execution = task_execution_role(
-            name, log_group, [args.redis_url_secret_arn], args.ecr_repository_arn, self
-        )
-        self.task_role = aws.iam.Role(
-            name, assume_role_policy=policies.assume_role("ecs-tasks.amazonaws.com"), opts=child
-        )
-        # The bridge may invoke its own function and nothing else.
-        self.task_policy = aws.iam.RolePolicy(
-            name,
-            role=self.task_role.id,
-            policy=policies.document([policies.allow(["lambda:InvokeFunction"], [target.arn])]),
-            opts=child,
-        )
-        task = fargate_task(
-            name,
-            cpu=256,
-            memory_mb=512,
-            execution=execution,
-            task_role_arn=self.task_role.arn,
-            parent=self,
-            container_definitions=container(
-                "bridge",
-                args.image,
-                ["python", "-m", "functions.aws.bridge", "--function", fn.name],
-                {**args.environment, "CHAT_BRIDGE_LAMBDA": target.name},
-                {"CHAT_REDIS_URL": args.redis_url_secret_arn},
-                log_group,
-            ),
-        )
-        self.service = aws.ecs.Service(
-            name,
-            name=name,
-            cluster=args.cluster_arn,
-            task_definition=task.arn,
-            desired_count=args.tasks,
-            launch_type="FARGATE",
-            network_configuration={
-                "subnets": [s.id for s in args.network.app_subnets],
-                "security_groups": [args.network.bridge_sg.id],
-                "assign_public_ip": False,
-            },
-            deployment_circuit_breaker={"enable": True, "rollback": True},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
-        )
-        self.register_outputs({"service": self.service.name})
 
 
 class HttpApi(pulumi.ComponentResource):
@@ -457,7 +288,7 @@ class Functions(pulumi.ComponentResource):
                 runtime=args.runtime,
                 log_retention_days=args.log_retention_days,
                 network=args.network,
-                environment={**args.environment, "CHAT_FUNCTION": fn.name},
+                environment={**args.environment, env_name("function"): fn.name},
                 secrets=secrets,
                 statements=statements,
                 description=f"{fn.description} ({describe(trigger)})".strip(),

@@ -21,6 +21,8 @@ import httpx
 import jwt
 import socketio
 
+from chat.settings import env_name
+
 DEADLINE_S = 30.0
 
 
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the entry point: make smoke URL=http://...")
     began = time.monotonic()
     try:
-        asyncio.run(smoke(args.url, os.environ.get("CHAT_JWT_SECRET") or None))
+        asyncio.run(smoke(args.url, os.environ.get(env_name("jwt_secret")) or None))
     except SmokeFailure as exc:
         print(f"smoke: FAILED: {exc}", file=sys.stderr)
         return 1

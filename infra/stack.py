@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from chat.settings import env_name, env_values
 from functions.aws.gauges import NAMESPACE_ENV, dead_letter_sources
 from functions.aws.package import GAUGES, PROVISION, archives
 from functions.aws.provision import APP_SECRET_ENV, APP_USER_ENV
@@ -17,6 +18,7 @@ from functions.registry import FUNCTIONS, Function
 from functions.triggers import KafkaTopic, RedisStream
 from infra import policies
 from infra.alarms import Alarms, AlarmsArgs
+from infra.bridge import BridgeArgs
 from infra.config import StackConfig
 from infra.data import (
     APP_USER,
@@ -30,7 +32,6 @@ from infra.data import (
 )
 from infra.gateway import Gateway, GatewayArgs
 from infra.lambdas import (
-    BridgeArgs,
     Functions,
     FunctionsArgs,
     LambdaArgs,
@@ -110,19 +111,18 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
 
     # What every process (gateway, bridge, Lambda) runs with.
     common: dict[str, pulumi.Input[str]] = {
-        "CHAT_ENVIRONMENT": "prod",
-        "CHAT_DEV_AUTH": "false",
+        **env_values(environment="prod", dev_auth=False),
         **redis_environment(cfg),
     }
     base_environment: dict[str, pulumi.Input[str]] = {
         **common,
-        "CHAT_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "CHAT_KAFKA_SECURITY_PROTOCOL": "SSL",
+        env_name("kafka_bootstrap"): kafka.bootstrap,
+        **env_values(kafka_security_protocol="SSL"),
     }
     # Functions log in as the application role; only provisioning uses the master user.
-    environment = {**base_environment, "CHAT_POSTGRES_DSN": database.app_dsn}
+    environment = {**base_environment, env_name("postgres_dsn"): database.app_dsn}
     runtime_secrets = {
-        "CHAT_REDIS_URL": SecretRef(redis_url.arn),
+        env_name("redis_url"): SecretRef(redis_url.arn),
         "PGPASSWORD": SecretRef(database.app_secret.arn, "password"),
     }
     provisioned = provision(
@@ -130,12 +130,12 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
         network,
         {
             **base_environment,
-            "CHAT_POSTGRES_DSN": database.dsn,
+            env_name("postgres_dsn"): database.dsn,
             APP_SECRET_ENV: database.app_secret.arn,
             APP_USER_ENV: APP_USER,
         },
         {
-            "CHAT_REDIS_URL": SecretRef(redis_url.arn),
+            env_name("redis_url"): SecretRef(redis_url.arn),
             "PGPASSWORD": SecretRef(database.secret_arn, "password"),
         },
         app_secret_arn=database.app_secret.arn,
@@ -152,7 +152,7 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
             log_retention_days=cfg.log_retention_days,
             environment=environment,
             secrets=runtime_secrets,
-            http_secrets={"CHAT_JWT_SECRET": SecretRef(jwt.arn)},
+            http_secrets={env_name("jwt_secret"): SecretRef(jwt.arn)},
             kafka_cluster_arn=kafka.cluster.arn,
             kafka_pollers=cfg.kafka_pollers,
             bridge=BridgeArgs(
@@ -185,19 +185,20 @@ def build(cfg: StackConfig, functions: Sequence[Function] = FUNCTIONS) -> Deploy
             certificate_arn=cfg.certificate_arn,
             environment={
                 **common,
-                "CHAT_HISTORY_URL": deployed.history_url,
+                env_name("history_url"): deployed.history_url,
                 # /metrics on a port of its own inside the task: the ALB forwards only the
                 # public port, so the entry never answers it.
-                "CHAT_METRICS_PORT": "9100",
-                "CHAT_METRICS_HOST": "0.0.0.0",
+                **env_values(metrics_port=9100, metrics_host="0.0.0.0"),
             },
-            secrets={"CHAT_REDIS_URL": redis_url.arn, "CHAT_JWT_SECRET": jwt.arn},
+            secrets={env_name("redis_url"): redis_url.arn, env_name("jwt_secret"): jwt.arn},
             log_retention_days=cfg.log_retention_days,
             after=[provisioned],
         ),
     )
     namespace = f"Chat/{name}"
-    gauges(cfg, network, base_environment, {"CHAT_REDIS_URL": SecretRef(redis_url.arn)}, namespace)
+    gauges(
+        cfg, network, base_environment, {env_name("redis_url"): SecretRef(redis_url.arn)}, namespace
+    )
     alarms = Alarms(
         f"{name}-alarms",
         AlarmsArgs(
@@ -226,11 +227,11 @@ def redis_environment(cfg: StackConfig) -> dict[str, str]:
     With replicas, an accepted send is acked only once a replica holds it, so a failover of
     its primary never loses it.
     """
-    return {
-        "CHAT_REDIS_MODE": "cluster" if cfg.redis_cluster_mode else "standalone",
-        "CHAT_INBOUND_PARTITIONS": str(cfg.inbound_partitions),
-        "CHAT_REDIS_WAIT_REPLICAS": str(cfg.redis_wait_replicas),
-    }
+    return env_values(
+        redis_mode="cluster" if cfg.redis_cluster_mode else "standalone",
+        inbound_partitions=cfg.inbound_partitions,
+        redis_wait_replicas=cfg.redis_wait_replicas,
+    )
 
 
 def _system_lambda(

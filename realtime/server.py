@@ -17,17 +17,15 @@ from realtime.fanout import abort_websocket
 from realtime.lean import LeanEngineIOServer
 
 
-def socket_origins(setting: str) -> tuple[str | list[str] | None, bool]:
+def socket_origins(origins: tuple[str, ...]) -> tuple[str | list[str] | None, bool]:
     """Engine.IO's allowed origins and whether to allow credentials, from CHAT_CORS_ORIGINS.
 
     Empty: the page's own origin only (Engine.IO compares Origin with Host and the forwarded
     host). ``*`` (dev only): any origin, never with credentials. Else the listed origins.
     """
-    value = setting.strip()
-    if value == "*":
+    if origins == ("*",):
         return "*", False
-    listed = [o.strip() for o in value.split(",") if o.strip()]
-    return (listed or None), True
+    return (list(origins) or None), True
 
 
 # A Socket.IO binary event or ack: ``5<attachments>-[/namespace,][id]<json>``.

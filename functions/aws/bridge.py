@@ -20,7 +20,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from chat.settings import Settings
+from chat.settings import Settings, env_name
 from functions import registry
 from functions.aws.events import BridgeBatch, EventError, decode_result
 from functions.batch import BatchResult, StreamRecord
@@ -33,8 +33,8 @@ from functions.triggers import RedisStream, StreamPartition
 
 log = logging.getLogger("functions.aws.bridge")
 
-FUNCTION_ENV = "CHAT_BRIDGE_FUNCTION"
-LAMBDA_ENV = "CHAT_BRIDGE_LAMBDA"
+FUNCTION_ENV = env_name("bridge_function")
+LAMBDA_ENV = env_name("bridge_lambda")
 
 
 class LambdaInvoker:

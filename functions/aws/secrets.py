@@ -8,12 +8,12 @@ import os
 from collections.abc import MutableMapping
 from typing import Any
 
-from chat.settings import Settings
+from chat.settings import Settings, env_name
 
 log = logging.getLogger("functions.aws.secrets")
 
 # JSON object: environment variable -> "<secret ARN>" or "<secret ARN>#<JSON key>".
-SECRETS_ENV = "CHAT_AWS_SECRETS"
+SECRETS_ENV = env_name("aws_secrets")
 
 
 def secret_refs(environ: MutableMapping[str, str]) -> dict[str, tuple[str, str | None]]:

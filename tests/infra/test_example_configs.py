@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -69,8 +70,17 @@ def _load(path: Path) -> tuple[Any, RecordingConfig]:
             # A secure value stands for a secret the operator sets; any text will do here.
             chat[key.removeprefix("chat:")] = "secret" if isinstance(value, dict) else value
     recorder = RecordingConfig(chat)
-    with mock.patch.object(pulumi, "get_stack", return_value=path.name.split(".")[1]):
-        config = load(recorder)  # type: ignore[arg-type]
+    # Each secret Output is a task on the current loop: run them on a loop of their own, so
+    # none is left pending to be reported in whatever test runs when it is collected.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with mock.patch.object(pulumi, "get_stack", return_value=path.name.split(".")[1]):
+            config = load(recorder)  # type: ignore[arg-type]
+        loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop)))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     return config, recorder
 
 

@@ -251,6 +251,27 @@ def test_functions_log_in_as_the_application_role(deployed: Deployed) -> None:
         assert "rds!" not in json.dumps(_policies(deployed)[_lambda_name(fn)]), fn.name
 
 
+def test_every_process_on_aws_reads_its_environment_as_settings(deployed: Deployed) -> None:
+    from chat.settings import Settings, env_name
+
+    # What Secrets Manager fills in at start: long enough for a production JWT secret.
+    secret = "s" * 32
+    environments = {
+        lam.name: dict(lam.inputs["environment"]["variables"])
+        for lam in deployed.of_type("aws:lambda/function:Function")
+    }
+    for task in deployed.of_type("aws:ecs/taskDefinition:TaskDefinition"):
+        (container,) = json.loads(task.inputs["containerDefinitions"])
+        environments[task.name] = {e["name"]: e["value"] for e in container["environment"]}
+        environments[task.name].update({s["name"]: secret for s in container["secrets"]})
+    assert {"chat-test-gateway", "chat-test-provision"} <= set(environments)
+    for name, env in environments.items():
+        named = json.loads(env.get(env_name("aws_secrets"), "{}"))
+        settings = Settings.from_env({**env, **dict.fromkeys(named, secret)})
+        assert settings.environment == "prod" and not settings.dev_auth, name
+        assert settings.redis_url == secret, f"{name} has no Redis URL"
+
+
 def test_alarms_watch_dead_letters_lag_errors_and_5xx(deployed: Deployed) -> None:
     from functions.aws.gauges import dead_letter_sources
 

@@ -53,7 +53,7 @@ def test_bare_user_ids_only_in_dev_mode() -> None:
 
 
 def test_dev_auth_cannot_be_switched_on_in_prod() -> None:
-    with pytest.raises(ValueError, match="dev_auth"):
+    with pytest.raises(ValueError, match="CHAT_DEV_AUTH"):
         Settings(environment="prod", dev_auth=True)
 
 

@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 import pytest
 
+from chat.settings import Settings
 from devstack.stack import SERVICES, Kind, kind_of
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -130,3 +131,19 @@ def test_defaults_are_safe(compose: dict[str, Any]) -> None:
 def test_the_public_entry_never_serves_metrics() -> None:
     config = (REPO / "deploy" / "haproxy.cfg").read_text()
     assert "deny deny_status 404 if { path,url_dec -m beg /metrics }" in config
+
+
+def test_every_process_reads_its_environment_as_settings(compose: dict[str, Any]) -> None:
+    # An unknown or misspelt CHAT_* variable, or a value that does not cast, stops the process.
+    readers = 0
+    for name, service in compose["services"].items():
+        env = {k: v for k, v in (service.get("environment") or {}).items() if v is not None}
+        if not any(key.startswith("CHAT_") for key in env):
+            continue
+        settings = Settings.from_env(env)
+        readers += 1
+        assert settings.environment == "dev" and not settings.dev_auth, name
+        assert settings.cors_origins == ("http://127.0.0.1:8000", "http://localhost:8000"), name
+        if name not in ONE_SHOT:
+            assert settings.node_id == name
+    assert readers == 4, "provision, two gateways and a function host read the settings"

@@ -14,7 +14,7 @@ from chat.settings import Settings
 from realtime.presence import member, parse_member, snapshot
 from realtime.server import socket_origins
 
-SETTINGS = Settings(private_rooms="private:*, team-*.secret")
+SETTINGS = Settings(private_rooms=("private:*", "team-*.secret"))
 
 
 def _who(**claims: object) -> Identity:
@@ -53,7 +53,7 @@ def test_glob_matching_is_case_sensitive_and_whole_name() -> None:
 
 
 def test_no_private_pattern_means_no_private_room() -> None:
-    assert not is_private("private:ops", Settings(private_rooms=""))
+    assert not is_private("private:ops", Settings(private_rooms=()))
 
 
 def test_expiry_is_read_from_the_exp_claim() -> None:
@@ -103,14 +103,14 @@ def test_acceptance_time_of_a_message_is_read_from_its_ts() -> None:
 
 
 def test_settings_refuse_a_presence_ttl_within_two_heartbeats() -> None:
-    with pytest.raises(ValueError, match="presence_ttl_s"):
+    with pytest.raises(ValueError, match="CHAT_PRESENCE_TTL_S"):
         Settings(presence_heartbeat_s=5, presence_ttl_s=10)
 
 
 def test_socket_origins_default_to_the_pages_own_and_never_reflect_any_with_credentials() -> None:
-    assert socket_origins("") == (None, True)
-    assert socket_origins(" https://a.example , https://b.example ") == (
+    assert socket_origins(()) == (None, True)
+    assert socket_origins(("https://a.example", "https://b.example")) == (
         ["https://a.example", "https://b.example"],
         True,
     )
-    assert socket_origins("*") == ("*", False)
+    assert socket_origins(("*",)) == ("*", False)

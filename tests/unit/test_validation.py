@@ -146,11 +146,11 @@ def test_the_admin_claim_must_be_true_exactly() -> None:
 
 
 def test_any_origin_is_for_dev_only() -> None:
-    assert Settings(cors_origins="*").cors_origins == "*"
+    assert Settings(cors_origins=("*",)).cors_origins == ("*",)
     for environment in ("test", "prod"):
         with pytest.raises(ValueError, match="CHAT_CORS_ORIGINS"):
-            Settings(environment=environment, cors_origins="*")
-        explicit = Settings(environment=environment, cors_origins="https://chat.example.com")
-        assert explicit.cors_origins == "https://chat.example.com"
+            Settings(environment=environment, cors_origins=("*",))
+        explicit = Settings(environment=environment, cors_origins=("https://chat.example.com",))
+        assert explicit.cors_origins == ("https://chat.example.com",)
     # Nothing configured: no browser origin at all, never every origin.
-    assert Settings(environment="prod").cors_origins == ""
+    assert Settings(environment="prod").cors_origins == ()
