@@ -6,7 +6,8 @@ the same names (``Signature.order``; a per-message call that builds its lists by
 the dicts, is held to the names by a unit test), so a key can neither be read under another
 name nor be passed in another place. A script taking a variable number of items (one per room
 op, say) declares one item's keys and arguments too: ``each_item`` opens the loop that binds
-them.
+them. A script whose keys are all items (a batch of buckets, say) declares no fixed keys:
+its first item's key routes its call.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Signature:
     item_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.keys:
-            raise ValueError("Signature.keys is empty: a script's first key routes its call")
+        if not self.keys and not self.item_keys:
+            raise ValueError("Signature declares no keys: a script's first key routes its call")
         if self.item_args and not self.item_keys:
             raise ValueError("Signature.item_args needs item_keys: items are counted by their keys")
         seen: set[str] = set()

@@ -10,8 +10,9 @@ from typing import Literal
 
 from chat import names
 from chat.contract import ContractError, ErrorCode
+from chat.lua import Signature
 from chat.settings import env_name
-from chat.shards import Command, Script, Shards
+from chat.shards import Command, Shards
 
 Scope = Literal["user", "socket"]
 
@@ -20,25 +21,32 @@ Scope = Literal["user", "socket"]
 # updated only if all allow, so concurrent nodes can never both spend the last unit. Redis's
 # clock is the only clock, so skew between gateway hosts changes nothing. One call's buckets
 # share a slot (a user's buckets share a hash tag), so it runs on a Redis Cluster too.
-#   KEYS: the buckets
-#   ARGV: the number of events, then per event: its bucket count, per bucket its KEYS index,
-#         emission interval and burst tolerance in milliseconds
+#   KEYS: the buckets, each once (the first routes the call)
+#   ARGV: the number of events, then per event its bucket count and, per bucket, the bucket's
+#         place in KEYS (from 1), its emission interval and burst tolerance in milliseconds
 #   returns per event 0 when allowed (and spent), else how many milliseconds until it would be
-_SPEND = Script("""
+# One call per send: ``RateLimiter._call`` lays its lists out by hand (a unit test holds them to
+# these names).
+SPEND = Signature(keys=(), args=("event_count",), item_keys=("bucket",))
+_SPEND = SPEND.script(
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local out = {}
-local a = 2
-for e = 1, tonumber(ARGV[1]) do
+"""
+    + f"local a = {len(SPEND.args) + 1}\n"
+    + """for e = 1, tonumber(event_count) do
   local wait, keys, tats = 0, {}, {}
-  for b = 1, tonumber(ARGV[a]) do
-    local key = KEYS[tonumber(ARGV[a + 1])]
-    local tat = tonumber(redis.call('GET', key) or now)
+  local bucket_count = tonumber(ARGV[a])
+  for b = 1, bucket_count do
+    local place, interval_ms, tolerance_ms = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local bucket = KEYS[tonumber(place)]
+    local tat = tonumber(redis.call('GET', bucket) or now)
     if tat < now then tat = now end
-    local next_tat = tat + tonumber(ARGV[a + 2])
-    local early = next_tat - tonumber(ARGV[a + 3]) - now
+    local next_tat = tat + tonumber(interval_ms)
+    local early = next_tat - tonumber(tolerance_ms) - now
     if early > wait then wait = early end
-    keys[b], tats[b] = key, next_tat
+    keys[b], tats[b] = bucket, next_tat
     a = a + 3
   end
   a = a + 1
@@ -52,7 +60,8 @@ for e = 1, tonumber(ARGV[1]) do
   end
 end
 return out
-""")
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,7 @@ class RateLimiter:
                 waits[i] = int(wait)
         return waits
 
+    # The lists follow SPEND's layout (a unit test holds them to it).
     def _call(self, events: Sequence[Spend]) -> Command:
         keys: list[str] = []
         index: dict[str, int] = {}

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from redis.asyncio import Redis
 
-from chat import names
+from chat import names, ratelimit
 from chat.lua import Signature
+from chat.ratelimit import Limit, RateLimiter, Spend, parse_limits
 from chat.settings import Settings
+from chat.shards import Shards
 from functions import message
 from functions.batch import StreamRecord
 
@@ -46,7 +49,7 @@ def test_order_lays_named_values_out_as_declared() -> None:
 @pytest.mark.parametrize(
     ("declared", "problem"),
     [
-        ({"keys": ()}, "keys is empty"),
+        ({"keys": ()}, "declares no keys"),
         ({"keys": ("k",), "item_args": ("x",)}, "needs item_keys"),
         ({"keys": ("end",)}, "cannot be a Lua local"),
         ({"keys": ("k",), "args": ("item_count",)}, "cannot be a Lua local"),
@@ -94,3 +97,51 @@ def test_the_sequencing_call_follows_its_signature() -> None:
         "reactions": names.reactions_key("lobby", item.id),
         "reactors": names.reactors_key("lobby", item.id),
     }
+
+
+def test_the_rate_limit_call_follows_its_signature() -> None:
+    # GIVEN a user's and a socket's limit on sends, and a user's on typing
+    limits = parse_limits("send.user=20:40,send.socket=5:10,typing.user=2:4")
+    limiter = RateLimiter(Shards(Settings(), Redis()), limits)
+    # WHEN two sockets of one user send and one types, in one call
+    events = [Spend("send", "ann", "s1"), Spend("typing", "ann", "s1"), Spend("send", "ann", "s2")]
+    _, sha, key_count, *rest = limiter._call(events).args
+    keys, args = rest[:key_count], rest[key_count:]
+    # THEN each bucket is a key once, the user's send bucket shared by both sends
+    assert sha == ratelimit._SPEND.sha
+    assert keys == [
+        names.rate_limit_key("ann", "send"),
+        names.rate_limit_key("ann", "send:s:s1"),
+        names.rate_limit_key("ann", "typing"),
+        names.rate_limit_key("ann", "send:s:s2"),
+    ]
+    # AND the arguments read as the script binds their names
+    assert dict(zip(ratelimit.SPEND.args, args, strict=False)) == {"event_count": 3}
+    per_bucket = ("place", "interval_ms", "tolerance_ms")
+    binding = "local place, interval_ms, tolerance_ms = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]"
+    assert binding in ratelimit._SPEND.source
+    charged: list[list[dict[str, object]]] = []
+    at = len(ratelimit.SPEND.args)
+    for _ in events:
+        bucket_count, at = int(args[at]), at + 1
+        charged.append([])
+        for _ in range(bucket_count):
+            fields = dict(zip(per_bucket, args[at : at + len(per_bucket)], strict=True))
+            fields["bucket"] = keys[int(str(fields.pop("place"))) - 1]
+            charged[-1].append(fields)
+            at += len(per_bucket)
+    assert at == len(args)
+
+    def bucket(name: str, per_s: float, burst: int) -> dict[str, object]:
+        limit = Limit(per_s, burst)
+        return {
+            "bucket": names.rate_limit_key("ann", name),
+            "interval_ms": f"{limit.interval_ms:.3f}",
+            "tolerance_ms": f"{limit.tolerance_ms:.3f}",
+        }
+
+    assert charged == [
+        [bucket("send", 20, 40), bucket("send:s:s1", 5, 10)],
+        [bucket("typing", 2, 4)],
+        [bucket("send", 20, 40), bucket("send:s:s2", 5, 10)],
+    ]
