@@ -13,22 +13,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 from chat import names
-from chat.shards import Script, Shards
+from chat.lua import Signature
+from chat.shards import Command, Shards
 
 Mode = Literal["add", "remove", "touch"]
 
-# KEYS[1]: the room's presence set. ARGV: mode, ttl in ms, then members.
+# The room's presence set; the mode, the ttl in ms, then the members (after the arguments).
 # Returns {changed, user count, users..., members missing on touch...}.
 # "touch" never re-adds a member (it may have just left); it reports the missing ones instead.
 # The distinct users are listed only when something may have changed, so a quiet heartbeat
 # costs O(members touched), not O(room size).
-_UPDATE = Script("""
-local key, mode, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+UPDATE = Signature(keys=("room_set",), args=("mode", "ttl_ms"))
+_UPDATE = UPDATE.script(
+    """
+local ttl = tonumber(ttl_ms)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function users()
   local seen, out = {}, {}
-  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  for _, m in ipairs(redis.call('ZRANGE', room_set, 0, -1)) do
     local u = string.match(m, '^[^\\t]*\\t[^\\t]*\\t(.*)$')
     if u and not seen[u] then
       seen[u] = true
@@ -38,27 +41,28 @@ local function users()
   table.sort(out)
   return out
 end
-local expired = redis.call('ZCOUNT', key, '-inf', now - ttl)
+local expired = redis.call('ZCOUNT', room_set, '-inf', now - ttl)
 local before = nil
 if expired > 0 or mode ~= 'touch' then
   before = users()
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - ttl)
+  redis.call('ZREMRANGEBYSCORE', room_set, '-inf', now - ttl)
 end
 local missing = {}
-for i = 3, #ARGV do
-  local m = ARGV[i]
+"""
+    + f"for i = {len(UPDATE.args) + 1}, #ARGV do\n"
+    + """  local m = ARGV[i]
   if mode == 'add' then
-    redis.call('ZADD', key, now, m)
+    redis.call('ZADD', room_set, now, m)
   elseif mode == 'remove' then
-    redis.call('ZREM', key, m)
-  elseif redis.call('ZSCORE', key, m) then
-    redis.call('ZADD', key, 'XX', now, m)
+    redis.call('ZREM', room_set, m)
+  elseif redis.call('ZSCORE', room_set, m) then
+    redis.call('ZADD', room_set, 'XX', now, m)
   else
     missing[#missing + 1] = m
   end
 end
-if redis.call('EXISTS', key) == 1 then
-  redis.call('PEXPIRE', key, ttl * 3)
+if redis.call('EXISTS', room_set) == 1 then
+  redis.call('PEXPIRE', room_set, ttl * 3)
 end
 local reply = {0, 0}
 if before ~= nil then
@@ -72,7 +76,8 @@ if before ~= nil then
 end
 for i = 1, #missing do reply[#reply + 1] = missing[i] end
 return reply
-""")
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +147,16 @@ class Presence:
             return []
         rooms = list(members_by_room)
         replies = await self._shards.run(
-            [
-                _UPDATE.call([names.presence_key(room)], [mode, self._ttl_ms, *members])
-                for room, members in members_by_room.items()
-            ]
+            [self._call(mode, room, members) for room, members in members_by_room.items()]
         )
         return [snapshot(room, reply) for room, reply in zip(rooms, replies, strict=True)]
+
+    def _call(self, mode: Mode, room: str, members: Sequence[str]) -> Command:
+        keys, args = UPDATE.order(
+            keys={"room_set": names.presence_key(room)},
+            args={"mode": mode, "ttl_ms": self._ttl_ms},
+        )
+        return _UPDATE.call(keys, [*args, *members])
 
     async def users(self, room: str) -> list[str]:
         """The room's users now (expired members dropped)."""
