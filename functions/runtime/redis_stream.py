@@ -58,20 +58,25 @@ _HAND_BACK_TIMEOUT_S = 2.0
 Call = Callable[[Sequence[StreamRecord]], Awaitable[BatchResult]]
 
 # Keep entries this consumer still holds invisible to others (or hand them back): reset their
-# idle time to ARGV[3] ms without counting a delivery (XCLAIM JUSTID). An entry another
+# idle time to ``idle_ms`` without counting a delivery (XCLAIM JUSTID). An entry another
 # consumer has reclaimed meanwhile is left alone; the reply lists the entries still held.
-#   KEYS: stream; ARGV: group, consumer, idle ms, ids...
-_TOUCH = """
-local held = {}
-for i = 4, #ARGV do
-  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
-  if row and row[2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
-    held[#held + 1] = ARGV[i]
+# The entries' ids come after the arguments.
+TOUCH = Signature(keys=("stream",), args=("group", "consumer", "idle_ms"))
+_TOUCH = (
+    TOUCH.preamble()
+    + f"""
+local held = {{}}
+for i = {len(TOUCH.args) + 1}, #ARGV do
+  local id = ARGV[i]
+  local row = redis.call('XPENDING', stream, group, id, id, 1)[1]
+  if row and row[2] == consumer then
+    redis.call('XCLAIM', stream, group, consumer, 0, id, 'IDLE', idle_ms, 'JUSTID')
+    held[#held + 1] = id
   end
 end
 return held
 """
+)
 
 # Dead-letter entries exactly once: an entry is copied to the dead-letter stream only by the
 # call whose XACK removed it from the pending list, so two runners that both held it (one of
@@ -394,10 +399,7 @@ class RedisStreamRunner:
                 continue
             snapshot = set(held)
             try:
-                kept = await self.deps.script(_TOUCH)(
-                    keys=[self.stream],
-                    args=[self.trigger.group, self.consumer, 0, *sorted(snapshot)],
-                )
+                kept = await self._touch(snapshot, idle_ms=0)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -414,15 +416,21 @@ class RedisStreamRunner:
                     extra={"function": self.fn.name, "consumer": self.consumer},
                 )
 
+    async def _touch(self, ids: set[str], idle_ms: int) -> list[str]:
+        """Set the idle time of the held ones of ``ids``; those still held."""
+        keys, args = TOUCH.order(
+            keys={"stream": self.stream},
+            args={"group": self.trigger.group, "consumer": self.consumer, "idle_ms": idle_ms},
+        )
+        held: list[str] = await self.deps.script(_TOUCH)(keys=keys, args=[*args, *sorted(ids)])
+        return held
+
     async def _hand_back(self, ids: set[str]) -> None:
         """Make these held entries reclaimable at once (their idle time set to the timeout)."""
         ids = set(ids)
         if not ids:
             return
-        await self.deps.script(_TOUCH)(
-            keys=[self.stream],
-            args=[self.trigger.group, self.consumer, self.visibility_ms, *sorted(ids)],
-        )
+        await self._touch(ids, idle_ms=self.visibility_ms)
         log.info(
             "handed back %d entries",
             len(ids),
