@@ -26,8 +26,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from chat import names
+from chat.lua import Signature
+from chat.shards import Script
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime.redis_stream import RedisStreamRunner
@@ -35,30 +38,33 @@ from functions.triggers import RedisStream, StreamPartition
 
 log = logging.getLogger("functions.partitions")
 
-# Take or renew a lease: it is ours if free or already ours.  KEYS: lease; ARGV: me, ttl ms
-_TAKE = """
-local owner = redis.call('GET', KEYS[1])
-if owner == false or owner == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+# Take or renew a lease: it is ours if free or already ours.
+TAKE = Signature(keys=("lease",), args=("me", "ttl_ms"))
+_TAKE = TAKE.script("""
+local owner = redis.call('GET', lease)
+if owner == false or owner == me then
+  redis.call('SET', lease, me, 'PX', ttl_ms)
   return 1
 end
 return 0
-"""
-# Give a lease up if it is still ours.  KEYS: lease; ARGV: me
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+""")
+# Give a lease up if it is still ours.
+RELEASE = Signature(keys=("lease",), args=("me",))
+_RELEASE = RELEASE.script("""
+if redis.call('GET', lease) == me then
+  return redis.call('DEL', lease)
 end
 return 0
-"""
-# Heartbeat into the member set, drop the expired, list the live.  KEYS: set; ARGV: me, now, ttl
-_MEMBERS = """
-local now = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('PEXPIRE', KEYS[1], 10 * tonumber(ARGV[3]))
-return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
-"""
+""")
+# Heartbeat into the member set, drop the expired, list the live.
+MEMBERS = Signature(keys=("members",), args=("me", "now", "ttl_ms"))
+_MEMBERS = MEMBERS.script("""
+local at, ttl = tonumber(now), tonumber(ttl_ms)
+redis.call('ZADD', members, at + ttl, me)
+redis.call('ZREMRANGEBYSCORE', members, '-inf', at)
+redis.call('PEXPIRE', members, 10 * ttl)
+return redis.call('ZRANGEBYSCORE', members, at, '+inf')
+""")
 
 RunnerFactory = Callable[[StreamPartition, bool], RedisStreamRunner]
 
@@ -134,20 +140,18 @@ class PartitionedRunner:
 
     async def _balance(self) -> None:
         started = time.monotonic()
-        members: list[str] = await self.deps.script(_MEMBERS)(
-            keys=[self.members_key],
-            args=[self.consumer, int(time.time() * 1000), self.lease_ms],
+        keys, args = MEMBERS.order(
+            keys={"members": self.members_key},
+            args={"me": self.consumer, "now": int(time.time() * 1000), "ttl_ms": self.lease_ms},
         )
+        members: list[str] = await self._run(_MEMBERS, keys, args)
         wanted = assignment(members, len(self.partitions), self.consumer)
         for index in list(self._running):
             task = self._running[index][1]
             if task.done():
                 self._forget(index, task)
                 continue
-            renewed = await self.deps.script(_TAKE)(
-                keys=[self.partitions[index].lease], args=[self.consumer, self.lease_ms]
-            )
-            if not int(renewed):
+            if not await self._take(self.partitions[index].lease):
                 log.warning(
                     "lost the lease of partition %d; stopping it",
                     index,
@@ -166,11 +170,25 @@ class PartitionedRunner:
             return  # too slow to trust the leases just renewed; try again next tick
         for index in sorted(wanted - set(self._running)):
             partition = self.partitions[index]
-            taken = await self.deps.script(_TAKE)(
-                keys=[partition.lease], args=[self.consumer, self.lease_ms]
-            )
-            if int(taken):
+            if await self._take(partition.lease):
                 self._start(index, partition)
+
+    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        # Through Shards like the live path's scripts: each of these is safe to repeat, so a
+        # redirect or a lost connection is retried on the slot's owner; the lease decides.
+        (reply,) = await self.deps.shards.run([script.call(keys, args)])
+        return reply
+
+    async def _take(self, lease: str) -> bool:
+        """Take or renew ``lease``: whether it is ours now."""
+        keys, args = TAKE.order(
+            keys={"lease": lease}, args={"me": self.consumer, "ttl_ms": self.lease_ms}
+        )
+        return bool(int(await self._run(_TAKE, keys, args)))
+
+    async def _release(self, lease: str) -> None:
+        keys, args = RELEASE.order(keys={"lease": lease}, args={"me": self.consumer})
+        await self._run(_RELEASE, keys, args)
 
     def _start(self, index: int, partition: StreamPartition) -> None:
         runner = self._factory(partition, True)
@@ -208,9 +226,7 @@ class PartitionedRunner:
         if self._running.get(index) == entry:
             del self._running[index]
         with contextlib.suppress(Exception):
-            await self.deps.script(_RELEASE)(
-                keys=[self.partitions[index].lease], args=[self.consumer]
-            )
+            await self._release(self.partitions[index].lease)
 
     async def _stop_all(self) -> None:
         for runner, _ in self._running.values():
@@ -221,7 +237,5 @@ class PartitionedRunner:
         held, self._running = list(self._running), {}
         with contextlib.suppress(Exception):
             for index in held:
-                await self.deps.script(_RELEASE)(
-                    keys=[self.partitions[index].lease], args=[self.consumer]
-                )
+                await self._release(self.partitions[index].lease)
             await self.deps.redis.zrem(self.members_key, self.consumer)
