@@ -10,7 +10,7 @@ from unittest import mock
 import pulumi
 import pytest
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
+pytestmark = pytest.mark.timeout(30)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(REPO.glob("Pulumi.*.yaml.example"))

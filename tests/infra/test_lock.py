@@ -17,7 +17,7 @@ from functions.aws.package import (
     requirements,
 )
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_LOCK = REPO / "requirements-dev.lock"

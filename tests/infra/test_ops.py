@@ -11,7 +11,7 @@ import pytest
 
 from infra.ops import NO_IMAGE, OpsError, Pulumi, deploy, deployed_image, destroy
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/chat:abc123"
 DB_URN = "urn:pulumi:prod::chat::chat:infra:Database$aws:rds/instance:Instance::chat-prod-db"

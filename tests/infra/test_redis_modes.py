@@ -14,7 +14,6 @@ import yaml
 from pulumi_mocks import IMAGE, TOKEN, Deployed, RecordingMocks, running
 
 pytestmark = [
-    pytest.mark.unit,
     pytest.mark.timeout(60),
     # pulumi_aws warns on import about its own deprecated resource modules.
     pytest.mark.filterwarnings(r"ignore:.*deprecated:DeprecationWarning:pulumi_aws\..*"),

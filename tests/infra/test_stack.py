@@ -15,7 +15,6 @@ from functions.registry import Function
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Schedule
 
 pytestmark = [
-    pytest.mark.unit,
     pytest.mark.timeout(60),
     # pulumi_aws warns on import about its own deprecated resource modules.
     pytest.mark.filterwarnings(r"ignore:.*deprecated:DeprecationWarning:pulumi_aws\..*"),

@@ -11,8 +11,6 @@ from chat import frames
 from chat.contract import Message, MessageDeleted, MessageUpdated, Reaction
 from devstack import Stack
 
-pytestmark = pytest.mark.integration
-
 _BUILD = (
     frames.MESSAGE_LUA
     + """

@@ -8,8 +8,6 @@ import pytest
 
 from realtime.coalesce import QuietWindows
 
-pytestmark = pytest.mark.unit
-
 INTERVAL_S = 0.05
 
 

@@ -15,7 +15,7 @@ import pytest
 from chat.settings import Settings
 from devstack.stack import SERVICES, Kind, kind_of
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
 # Runs once before the others and exits; the local stack runs it as a step, not a component.

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from chat import dead_letters
 from chat.dead_letters import DeadLetter
-
-pytestmark = pytest.mark.unit
 
 
 def test_a_stream_dead_letter_is_pinned_and_reads_back() -> None:

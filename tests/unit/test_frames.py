@@ -10,8 +10,6 @@ from socketio import packet as sio_packet
 from chat import frames
 from chat.contract import Message, MessageDeleted, MessageUpdated, Reaction
 
-pytestmark = pytest.mark.unit
-
 
 def _message(**over: object) -> Message:
     fields: dict[str, object] = {

@@ -11,8 +11,6 @@ from chat.contract import ContractError, ErrorCode
 from functions import search
 from functions.web import MAX_BIGINT, date_param, int_param, room_param
 
-pytestmark = pytest.mark.unit
-
 
 def _request(query: str = "", room: str = "lobby") -> Request:
     return Request(

@@ -15,8 +15,6 @@ from chat.contract import (
     SendRequest,
 )
 
-pytestmark = pytest.mark.unit
-
 TS = "2026-12-01T10:00:00.123Z"
 ID = "0b6e2f1c-5a3d-5e7f-8a9b-0c1d2e3f4a5b"
 

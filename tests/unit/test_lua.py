@@ -13,8 +13,6 @@ from chat.shards import Shards
 from functions import message
 from functions.batch import StreamRecord
 
-pytestmark = pytest.mark.unit
-
 
 def test_the_preamble_binds_each_key_and_argument_to_its_name() -> None:
     signature = Signature(keys=("room_key", "log_key"), args=("user",))

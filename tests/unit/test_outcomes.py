@@ -9,8 +9,6 @@ import pytest
 from chat import frames
 from realtime.outcomes import Outcomes
 
-pytestmark = pytest.mark.unit
-
 OP = "6d0f6a1e-0000-5000-8000-000000000000"
 
 

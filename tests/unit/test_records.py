@@ -11,8 +11,6 @@ import pytest
 from chat import frames, records
 from chat.contract import Message, MessageDeleted, MessageUpdated, Reaction, ReadPosition
 
-pytestmark = pytest.mark.unit
-
 ID = "0b6e2f1c-5a3d-5e7f-8a9b-0c1d2e3f4a5b"
 TS = "2026-12-01T10:00:00.123Z"
 AT = datetime(2026, 12, 1, 10, 0, 0, 123000, tzinfo=UTC)

@@ -19,8 +19,6 @@ from functions.runtime.http import build_app
 from functions.triggers import HttpRoute, KafkaTopic, RedisStream, Route, Schedule, describe
 from functions.web import function_app, json_app
 
-pytestmark = pytest.mark.unit
-
 HTTP_FUNCTIONS = [fn for fn in registry.FUNCTIONS if isinstance(fn.trigger, HttpRoute)]
 
 

@@ -11,8 +11,6 @@ from starlette.applications import Starlette
 from chat.settings import Settings
 from realtime.web import web_routes
 
-pytestmark = pytest.mark.unit
-
 HISTORY = "http://history.internal:9000"
 
 
