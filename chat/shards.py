@@ -230,12 +230,11 @@ class Shards:
     async def _pipeline(
         self, client: aioredis.Redis, commands: list[Command], wait_replicas: int
     ) -> list[Any]:
-        known = self._replicas.get(str(id(client)))
-        fresh = known is not None and time.monotonic() - known[0] < _REPLICAS_TTL_S
-        if wait_replicas and fresh and known is not None and known[1] < wait_replicas:
+        known = self._known_replicas(client) if wait_replicas else None
+        if known is not None and known < wait_replicas:
             # Known short of replicas: do not wait out the timeout on every write.
             replies: list[Any] = await self._pipeline(client, commands, 0)
-            self._unreplicated(len(commands), known[1], wait_replicas)
+            self._unreplicated(len(commands), known, wait_replicas)
             return replies
         async with client.pipeline(transaction=False) as pipe:
             for command in commands:
@@ -271,15 +270,20 @@ class Shards:
                 wanted,
             )
 
-    async def _connected_replicas(self, client: aioredis.Redis) -> int:
-        key = str(id(client))
-        now = time.monotonic()
-        cached = self._replicas.get(key)
-        if cached is not None and now - cached[0] < _REPLICAS_TTL_S:
+    def _known_replicas(self, client: aioredis.Redis) -> int | None:
+        """The node's replica count read within the last ``_REPLICAS_TTL_S``, else None."""
+        cached = self._replicas.get(str(id(client)))
+        if cached is not None and time.monotonic() - cached[0] < _REPLICAS_TTL_S:
             return cached[1]
+        return None
+
+    async def _connected_replicas(self, client: aioredis.Redis) -> int:
+        known = self._known_replicas(client)
+        if known is not None:
+            return known
         info: dict[str, Any] = await client.info("replication")
         count = int(info.get("connected_slaves", 0))
-        self._replicas[key] = (now, count)
+        self._replicas[str(id(client))] = (time.monotonic(), count)
         return count
 
 
