@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 
 from chat.contract import ContractError, ErrorCode, check_user_id
-from chat.settings import Settings
+from chat.settings import Settings, comma_items
 
 # A compact JWS is three base64url parts: anything else is refused before it is decoded.
 MAX_TOKEN_CHARS = 8192
@@ -112,7 +112,7 @@ ROOMS_CLAIM = "rooms"
 @lru_cache(maxsize=64)
 def room_patterns(spec: str) -> tuple[str, ...]:
     """The glob patterns of a comma-separated list, blanks dropped."""
-    return tuple(p for p in (part.strip() for part in spec.split(",")) if p)
+    return comma_items(spec)
 
 
 def is_private(room: str, settings: Settings) -> bool:

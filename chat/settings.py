@@ -190,7 +190,8 @@ def _int(raw: str) -> int:
         raise ValueError(f"not an integer: {raw!r}") from None
 
 
-def _items(raw: str) -> tuple[str, ...]:
+def comma_items(raw: str) -> tuple[str, ...]:
+    """The items of a comma-separated list, stripped, blanks dropped."""
     return tuple(item for item in (part.strip() for part in raw.split(",")) if item)
 
 
@@ -208,12 +209,12 @@ _CAST_BY_TYPE: dict[object, Callable[[str], Any]] = {
     int: _int,
     bool: _bool,
     str | None: _optional,
-    tuple[str, ...]: _items,
+    tuple[str, ...]: comma_items,
 }
 _HINTS = get_type_hints(Settings)
 # A field of a type without a cast fails here, at import, not when its variable is first set.
 _CASTS = {f.name: _CAST_BY_TYPE[_HINTS[f.name]] for f in fields(Settings)}
-_TUPLES = tuple(name for name, cast in _CASTS.items() if cast is _items)
+_TUPLES = tuple(name for name, cast in _CASTS.items() if cast is comma_items)
 _KNOWN = frozenset(f"{PREFIX}{name.upper()}" for name in (*_CASTS, *PROCESS_VARIABLES))
 _POSITIVE = (
     "inbound_partitions",
