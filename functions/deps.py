@@ -36,11 +36,17 @@ class Deps:
         self._forwarder: Forwarder | None = None
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock = asyncio.Lock()
-        self._uses_postgres = False
+        # The dependencies handlers and triggers asked for (not the health probes): what a
+        # failure may be blamed on.
+        self._used: set[str] = set()
 
     @property
     def redis(self) -> RedisClient:
         """The process's Redis client (of the one Redis, or of the cluster)."""
+        self._used.add("redis")
+        return self._redis_client()
+
+    def _redis_client(self) -> RedisClient:
         if self._redis is None:
             self._redis = redis_client(self.settings)
         return self._redis
@@ -74,9 +80,13 @@ class Deps:
 
     async def pool(self) -> AsyncConnectionPool:
         """The process's PostgreSQL pool, opened on first use."""
+        # Marked before opening: a pool that cannot open is a dependency that does not answer.
+        self._used.add("postgres")
+        return await self._open_pool()
+
+    async def _open_pool(self) -> AsyncConnectionPool:
         async with self._pool_lock:
             if self._pool is None:
-                self._uses_postgres = True
                 pool = postgres_pool(self.settings)
                 try:
                     await pool.open(wait=True, timeout=15)
@@ -125,21 +135,22 @@ class Deps:
         the value is "ok" or the error."""
 
         async def redis() -> None:
+            client = self._redis_client()
             if self.settings.redis_mode == "cluster":
-                await self.redis.execute_command("PING", target_nodes="primaries")
+                await client.execute_command("PING", target_nodes="primaries")
             else:
-                await self.redis.ping()
+                await client.ping()
 
         async def postgres() -> None:
-            pool = await self.pool()
+            pool = await self._open_pool()
             async with pool.connection(timeout=timeout_s) as conn:
                 await conn.execute("SELECT 1")
 
         probes = {"redis": redis, "postgres": postgres}
         results: dict[str, str] = {}
-        for name, probe in ((name, probes[name]) for name in services):
+        for name in services:
             try:
-                await asyncio.wait_for(probe(), timeout=timeout_s)
+                await asyncio.wait_for(probes[name](), timeout=timeout_s)
                 results[name] = "ok"
             except Exception as exc:
                 results[name] = f"{type(exc).__name__}: {exc}"[:200]
@@ -147,15 +158,7 @@ class Deps:
 
     async def available(self, timeout_s: float = 1.0) -> bool:
         """Whether every dependency this process has used so far answers within ``timeout_s``."""
-        used = [
-            name
-            for name, wanted in (
-                ("redis", self._redis is not None),
-                ("postgres", self._uses_postgres),
-            )
-            if wanted
-        ]
-        checks = await self.check(timeout_s, used)
+        checks = await self.check(timeout_s, sorted(self._used))
         return all(value == "ok" for value in checks.values())
 
     async def aclose(self) -> None:

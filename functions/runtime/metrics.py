@@ -57,6 +57,6 @@ DEAD_LETTER_TRIPS = Counter(
 )
 WAITING_FOR_DEPENDENCIES = Gauge(
     "chat_function_waiting_for_dependencies",
-    "1 while a runner of the function holds its records because a dependency does not answer",
+    "Runners of the function holding their records because a dependency does not answer",
     ["function"],
 )

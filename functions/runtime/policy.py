@@ -190,6 +190,10 @@ class Policy(Generic[R]):
             segment = segments.popleft()
             if not await self._run_segment(segment, segments, unfinished):
                 break
+        if self.stopping.is_set():
+            # A runner stopped while holding (its partition handed over, its host stopping)
+            # waits no more: it leaves the count of waiting runners.
+            self._end_outage(answered=False)
         return unfinished
 
     async def _run_segment(
@@ -260,11 +264,14 @@ class Policy(Generic[R]):
 
     async def _in_outage(self, segment: list[R], exc: TransientFailure) -> bool:
         """True when a dependency does not answer: ``segment`` waits for it, uncharged."""
-        if self.available is None or await self.available():
+        if self.available is None:
+            return False
+        if await self.available():
+            self._end_outage()
             return False
         self._outage_rounds += 1
         if self._outage_rounds == 1:
-            metrics.WAITING_FOR_DEPENDENCIES.labels(self.function).set(1)
+            metrics.WAITING_FOR_DEPENDENCIES.labels(self.function).inc()
             log.warning(
                 "%s holds %d records without counting attempts: a dependency does not "
                 "answer (%s); it retries until it does",
@@ -280,15 +287,16 @@ class Policy(Generic[R]):
             )
         return True
 
-    def _end_outage(self) -> None:
+    def _end_outage(self, answered: bool = True) -> None:
         if self._outage_rounds:
             self._outage_rounds = 0
-            metrics.WAITING_FOR_DEPENDENCIES.labels(self.function).set(0)
-            log.warning(
-                "%s: dependencies answer again, records run as usual",
-                self.function,
-                extra={"function": self.function},
-            )
+            metrics.WAITING_FOR_DEPENDENCIES.labels(self.function).dec()
+            if answered:
+                log.warning(
+                    "%s: dependencies answer again, records run as usual",
+                    self.function,
+                    extra={"function": self.function},
+                )
 
     async def _bury(self, records: list[R], reasons: dict[str, str], unfinished: set[str]) -> bool:
         """Dead-letter what the cap admits; False when not all of ``records`` were."""

@@ -7,8 +7,11 @@ import dataclasses
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
+from chat.settings import Settings
 from functions.batch import BatchResult, KafkaRecord
+from functions.deps import Deps
 from functions.runtime.invoke import TransientFailure
 from functions.runtime.kafka_topic import commit_points
 from functions.runtime.policy import DeadLetterCap, Limits, Policy
@@ -90,6 +93,13 @@ def _run(
     sink = sink or Sink()
     policy: Policy[KafkaRecord] = Policy("fn", limits, handler, sink, cap=cap, available=available)
     return asyncio.run(policy.run(batch)), sink
+
+
+def _waiting(function: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "chat_function_waiting_for_dependencies", {"function": function}
+    )
+    return value or 0.0
 
 
 class Outage:
@@ -227,6 +237,8 @@ def test_an_outage_longer_than_every_attempt_dead_letters_nothing(
     # AND the batch was held whole (never bisected) until the dependencies answered
     assert all(call == list(range(8)) for call in outage.handler.calls)
     assert outage.probes == 20
+    # AND no runner counts as waiting any more
+    assert _waiting("fn") == 0
 
 
 def test_a_record_failing_while_everything_answers_is_still_charged() -> None:
@@ -260,3 +272,33 @@ def test_a_stop_during_an_outage_leaves_the_batch_unfinished() -> None:
     # THEN every record stays unfinished for the next owner, none dead-lettered
     assert unfinished == {r.id for r in _records(4)}
     assert sink.dead == [] and sink.finished == []
+    # AND the stopped runner no longer counts as waiting
+    assert _waiting("fn") == 0
+
+
+def test_only_the_dependencies_a_process_used_are_blamed_for_a_failure() -> None:
+    # GIVEN a process whose Redis and PostgreSQL do not answer (nothing listens on port 1)
+    settings = Settings(
+        environment="test",
+        redis_url="redis://127.0.0.1:1/0",
+        postgres_dsn="postgresql://chat@127.0.0.1:1/chat",
+    )
+
+    async def run() -> tuple[bool, bool, bool]:
+        deps = Deps(settings)
+        try:
+            # WHEN only its health check has probed them, nothing is blamed ...
+            health = await deps.check(timeout_s=0.5)
+            untouched = await deps.available(timeout_s=0.5)
+            # ... and once a handler used Redis, Redis is
+            deps.redis  # noqa: B018
+            after_use = await deps.available(timeout_s=0.5)
+            return "ok" in health.values(), untouched, after_use
+        finally:
+            await deps.aclose()
+
+    health_ok, untouched, after_use = asyncio.run(run())
+    # THEN the probes failed, the unused dependencies held nothing, the used one does
+    assert not health_ok
+    assert untouched is True
+    assert after_use is False
