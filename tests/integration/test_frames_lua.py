@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from chat import frames
 from chat.contract import Message, MessageDeleted, MessageUpdated, Reaction
+from chat.shards import Shards
 from devstack import Stack
 
 _BUILD = (
@@ -102,23 +104,35 @@ return redis.call('XRANGE', KEYS[1], '-', '+')
 )
 
 
-async def test_the_log_entry_lua_appends_is_what_the_python_readers_read(
-    redis: aioredis.Redis,
-) -> None:
-    # GIVEN a message and a reaction appended by the sequencing script's own Lua
-    key = "test:frames:log:{lua.room}"
+MESSAGE = b'{"id":"i","seq":7}'
+REACTION = b'{"type":"reaction","seq":2251799813685248}'
+
+
+async def _append_twice(redis: aioredis.Redis, key: str) -> Any:
     await redis.delete(key)
-    message = b'{"id":"i","seq":7}'
-    reaction = b'{"type":"reaction","seq":2251799813685248}'
-    await redis.eval(_APPEND, 1, key, "7", "message", message)  # type: ignore[misc]
+    await redis.eval(_APPEND, 1, key, "7", "message", MESSAGE)  # type: ignore[misc]
     logged = await redis.eval(  # type: ignore[misc]
-        _APPEND, 1, key, str(2**51), "reaction", reaction
+        _APPEND, 1, key, str(2**51), "reaction", REACTION
     )
     await redis.delete(key)
+    return logged
+
+
+async def test_the_log_entry_lua_appends_is_what_the_python_readers_read(
+    shards: Shards,
+) -> None:
+    # GIVEN a message and a reaction appended by the sequencing script's own Lua, on the node
+    # that owns the log's slot (on a cluster, whichever node is its primary now)
+    key = "test:frames:log:{lua.room}"
+    redis = aioredis.from_url(shards.url_for(await shards.owner(key)), decode_responses=False)
+    try:
+        logged = await _append_twice(redis, key)
+    finally:
+        await redis.aclose()
     # THEN the entries' bytes are pinned and the Python readers decode them back
     assert logged == [
-        [b"7-0", [b"m", message]],
-        [f"{2**51}-0".encode(), [b"m", reaction, b"e", b"reaction"]],
+        [b"7-0", [b"m", MESSAGE]],
+        [f"{2**51}-0".encode(), [b"m", REACTION, b"e", b"reaction"]],
     ]
     entries = [
         (entry_id.decode(), {k.decode(): v.decode() for k, v in zip(f[::2], f[1::2], strict=True)})
@@ -127,5 +141,5 @@ async def test_the_log_entry_lua_appends_is_what_the_python_readers_read(
     assert [
         (frames.log_entry_seq(i), frames.log_entry_event(f), frames.log_entry_json(f))
         for i, f in entries
-    ] == [(7, "message", message.decode()), (2**51, "reaction", reaction.decode())]
+    ] == [(7, "message", MESSAGE.decode()), (2**51, "reaction", REACTION.decode())]
     assert entries[0][0] == frames.log_entry_id(7)
