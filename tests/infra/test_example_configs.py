@@ -14,12 +14,6 @@ pytestmark = pytest.mark.timeout(30)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(REPO.glob("Pulumi.*.yaml.example"))
-# The Redis Cluster (ElastiCache cluster mode) and inbound-partition keys of the operator
-# contract: Pulumi.large.yaml.example sets them; infra/config.py reads them once cluster mode
-# is deployable. Exactly these five may be set beside what the program reads.
-CLUSTER_KEYS = frozenset(
-    {"redisClusterMode", "redisShards", "redisReplicas", "redisNodeType", "inboundPartitions"}
-)
 
 
 class RecordingConfig:
@@ -97,8 +91,7 @@ def test_every_key_is_one_the_program_reads(path: Path) -> None:
     unread = {
         key
         for key in config
-        if key.startswith("chat:")
-        and key.removeprefix("chat:") not in recorder.asked | CLUSTER_KEYS
+        if key.startswith("chat:") and key.removeprefix("chat:") not in recorder.asked
     }
     assert not unread, f"{path.name} sets keys infra/config.py does not read: {sorted(unread)}"
 
@@ -122,9 +115,7 @@ def test_the_large_example_is_the_sized_deployment() -> None:
     config, _ = _load(large)
     values = _example(large)
     doc = (REPO / "docs" / "capacity.md").read_text()
-    assert values["chat:redisClusterMode"] == "true"
-    for key in ("redisShards", "inboundPartitions"):
-        assert int(values[f"chat:{key}"]) >= 1
+    assert values["chat:redisClusterMode"] == "true" and config.redis_cluster_mode is True
     for figure in (
         f"{config.gateway_max} tasks",
         f"{values['chat:redisShards']} shards",
