@@ -300,19 +300,12 @@ def json_app(routes: Sequence[tuple[str, Endpoint]], deps: Deps) -> ASGIApp:
         Starlette(
             routes=[
                 *(Route(path, endpoint(fn, deps), methods=[method]) for method, path, fn in served),
-                Route("/healthz", _bound(healthz, deps), methods=["GET"]),
+                Route("/healthz", endpoint(healthz, deps), methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_error},
         ),
         deps.settings.http_max_body_bytes,
     )
-
-
-def _bound(handler: Endpoint, deps: Deps) -> Callable[[Request], Awaitable[Response]]:
-    async def bound(request: Request) -> Response:
-        return await handler(request, deps)
-
-    return bound
 
 
 def endpoints(fn: Function) -> list[tuple[str, Endpoint]]:
