@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -122,11 +122,11 @@ class _Page(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
+T = TypeVar("T")
 
 
-async def _stored(
-    deps: Deps, read: Callable[..., Awaitable[list[HistoryMessage]]], *args: Any
-) -> list[HistoryMessage]:
+async def _stored(deps: Deps, read: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``read(conn, *args)`` on a pooled connection."""
     pool = await deps.pool()
     async with pool.connection() as conn:
         return await read(conn, *args)
@@ -196,14 +196,9 @@ async def events(request: Request, deps: Deps) -> Response:
     limit = int_param(request, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
     after = int_param(request, "after_seq", 0, default=0)
     assert limit is not None and after is not None
-    pool = await deps.pool()
-
-    async def stored() -> dict[int, dict[str, Any]]:
-        async with pool.connection() as conn:
-            return await store.events_after(conn, room, after, limit)
-
     rows, recent = await asyncio.gather(
-        stored(), _recent_entries(deps, room, after + 1, None, limit, False, False)
+        _stored(deps, store.events_after, room, after, limit),
+        _recent_entries(deps, room, after + 1, None, limit, False, False),
     )
     by_seq: dict[int, bytes] = {}
     for seq, event, raw in recent:
@@ -226,7 +221,5 @@ def _typed(event: str, raw: bytes) -> bytes:
 async def my_rooms(request: Request, deps: Deps) -> Response:
     """GET /me/rooms: the caller's rooms with their last seq, read position and unread count."""
     identity = await identify(request, deps)
-    pool = await deps.pool()
-    async with pool.connection() as conn:
-        rooms = await store.my_rooms(conn, identity.user)
+    rooms = await _stored(deps, store.my_rooms, identity.user)
     return Response(_encode({"rooms": rooms}), media_type="application/json")
