@@ -24,7 +24,7 @@ import msgspec
 import psycopg
 
 from bench.stack import private_stack
-from chat.contract import Message
+from chat.contract import Message, iso_ms
 from chat.ids import message_id
 from chat.settings import Settings
 from devstack.stack import Stack
@@ -75,7 +75,7 @@ def make_messages(
         room = f"{room_prefix}-{room_index}"
         sender = f"user-{rng.choice(members[room_index])}"
         client_msg_id = f"c-{i}"
-        ts = (start + step * i).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        ts = iso_ms(start + step * i)
         out.append(
             Message(
                 id=message_id(sender, room, client_msg_id),

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
-from chat import names
+from chat import frames, names
 from chat.shards import RedisClient
 from functions.deps import Deps
 from functions.store import retention as store
@@ -53,8 +53,9 @@ async def trim_recent_logs(redis: RedisClient, newest: dict[str, int]) -> None:
         return
     async with redis.pipeline(transaction=False) as pipe:
         for room, seq in sorted(newest.items()):
-            # Entry ids are "<seq>-0": MINID keeps seq+1 and later, exactly (not approximately).
-            pipe.xtrim(names.recent_log_key(room), minid=f"{seq + 1}-0", approximate=False)
+            # MINID keeps the entry of seq+1 and later, exactly (not approximately).
+            minid = frames.log_entry_id(seq + 1)
+            pipe.xtrim(names.recent_log_key(room), minid=minid, approximate=False)
         await pipe.execute()
 
 
