@@ -64,9 +64,7 @@ def build_gateway(settings: Settings, redis: RedisClient) -> Gateway:
     return Gateway(
         settings,
         sio=sio,
-        redis=redis,
         shards=shards,
-        limiter=limiter,
         intake=SendIntake(limiter, shards, settings),
         presence=Presence(shards, settings.node_id, settings.presence_ttl_s),
         fanout=fanout,

@@ -72,9 +72,7 @@ class Gateway:
         settings: Settings,
         *,
         sio: GatewayServer,
-        redis: RedisClient,
         shards: Shards,
-        limiter: RateLimiter,
         intake: SendIntake,
         presence: Presence,
         fanout: RoomFanout,
@@ -83,9 +81,10 @@ class Gateway:
         self.settings = settings
         self.sio = sio
         self.manager = sio.manager
-        self.redis = redis
+        # One Redis client and one limiter: the intake's and the shards' own.
+        self.redis: RedisClient = shards.client
         self.shards = shards
-        self.limiter = limiter
+        self.limiter: RateLimiter = intake.limiter
         self.intake = intake
         self.presence = presence
         self.fanout = fanout
