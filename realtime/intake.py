@@ -111,17 +111,12 @@ class SendIntake:
                 if not future.done():
                     future.set_exception(exc)
             return
-        failed = {
-            i: outcome
-            for i, outcome in zip(appended, outcomes, strict=True)
-            if isinstance(outcome, BaseException)
-        }
-        for i, ((_, _, future), wait) in enumerate(zip(batch, waits, strict=True)):
-            if future.done():
-                continue
-            if i in failed:
-                future.set_exception(failed[i])
-            else:
+        for i, outcome in zip(appended, outcomes, strict=True):
+            future = batch[i][2]
+            if isinstance(outcome, BaseException) and not future.done():
+                future.set_exception(outcome)
+        for (_, _, future), wait in zip(batch, waits, strict=True):
+            if not future.done():
                 future.set_result(wait)
 
     async def aclose(self) -> None:
