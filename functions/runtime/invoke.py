@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -74,6 +75,12 @@ async def invoke(
                 "poison": len(result.poison),
             },
         )
+
+
+async def pause(event: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``event`` is set, whichever comes first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
 
 
 def backoff_s(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:

@@ -33,6 +33,7 @@ from chat.lua import Signature
 from chat.shards import Script
 from functions.deps import Deps
 from functions.registry import Function
+from functions.runtime.invoke import pause
 from functions.runtime.redis_stream import RedisStreamRunner
 from functions.triggers import RedisStream, StreamPartition
 
@@ -133,8 +134,7 @@ class PartitionedRunner:
                         exc_info=True,
                         extra={"function": self.fn.name, "consumer": self.consumer},
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=tick)
+                await pause(self._stopping, tick)
         finally:
             await self._stop_all()
 

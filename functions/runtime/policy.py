@@ -28,7 +28,6 @@ Lambda Kafka entry point. The rules, for one batch:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -41,7 +40,7 @@ from functions.batch import BatchResult, KafkaRecord, Record
 from functions.deps import Deps
 from functions.forwarding import OutRecord
 from functions.runtime import metrics
-from functions.runtime.invoke import TransientFailure, backoff_s
+from functions.runtime.invoke import TransientFailure, backoff_s, pause
 from functions.triggers import KafkaTopic, RedisStream
 
 log = logging.getLogger("functions.policy")
@@ -251,10 +250,7 @@ class Policy(Generic[R]):
         if not retry:
             return True
         metrics.RECORDS.labels(self.function, "retried").inc(len(retry))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self.stopping.wait(), timeout=backoff_s(max(r.attempt for r in retry))
-            )
+        await pause(self.stopping, backoff_s(max(r.attempt for r in retry)))
         if self._halt():
             return False
         again = await self.sink.again(retry)
@@ -281,10 +277,7 @@ class Policy(Generic[R]):
                 extra={"function": self.function, "batch_size": len(segment)},
             )
         metrics.RECORDS.labels(self.function, "held").inc(len(segment))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self.stopping.wait(), timeout=backoff_s(self._outage_rounds, base=0.25)
-            )
+        await pause(self.stopping, backoff_s(self._outage_rounds, base=0.25))
         return True
 
     def _end_outage(self, answered: bool = True) -> None:

@@ -40,7 +40,7 @@ from functions.batch import BatchResult, StreamRecord
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime import metrics
-from functions.runtime.invoke import BatchHandler, backoff_s, invoke
+from functions.runtime.invoke import BatchHandler, backoff_s, invoke, pause
 from functions.runtime.policy import Limits, Policy
 from functions.triggers import RedisStream, StreamPartition
 
@@ -233,8 +233,7 @@ class RedisStreamRunner:
                     delay,
                     extra={"function": self.fn.name, "stream": self.stream},
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                await pause(self._stopping, delay)
 
     async def _room_to_settle(self) -> None:
         """Wait while ``max_settling`` entries are handled but unsettled (Kafka is slow or down)."""
@@ -247,15 +246,11 @@ class RedisStreamRunner:
         )
         while self._settling_count >= self.trigger.max_settling and not self._stopping.is_set():
             self._settled.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled.wait(), timeout=_IDLE_BLOCK_MS / 1000)
+            await pause(self._settled, _IDLE_BLOCK_MS / 1000)
 
     async def _cool_down(self) -> None:
         """Read nothing while the dead-letter cap holds consuming stopped (or until stop())."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self._stopping.wait(), timeout=min(self.policy.cap.remaining_s(), 5.0) or 0.01
-            )
+        await pause(self._stopping, min(self.policy.cap.remaining_s(), 5.0) or 0.01)
 
     def _add_settling(self, ids: list[str], settle: asyncio.Future[None]) -> None:
         self._settling.append((ids, settle))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from functions.deps import Deps
 from functions.registry import Function
 from functions.runtime import metrics
+from functions.runtime.invoke import pause
 from functions.triggers import Schedule
 
 log = logging.getLogger("functions.schedule")
@@ -51,8 +51,7 @@ class ScheduleRunner:
             except Exception:
                 log.exception("schedule tick failed", extra={"function": self.fn.name})
             delay = (tick + 1) * every - time.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, delay))
+            await pause(self._stopping, max(0.0, delay))
 
     async def _run_once(self) -> None:
         started = time.perf_counter()
