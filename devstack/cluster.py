@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 import redis
 
+from devstack.components import HOST
 from devstack.health import no_retry
 
-HOST = "127.0.0.1"
 HASH_SLOTS = 16384
 REPLICAS_PER_MASTER = 1
 # A master unreachable this long is failed over: a kill -9 costs seconds, not the default 15 s.
@@ -180,7 +180,8 @@ def reset(ports: Mapping[str, int]) -> None:
 def problem(ports: Mapping[str, int]) -> str | None:
     """Why the cluster is not whole yet, or None when every node serves every slot."""
     names = {port: name for name, port in ports.items()}
-    views: dict[str, list[Peer]] = {}
+    # Every node must see the cluster whole; the first node's view then says who serves what.
+    first: list[Peer] = []
     for name, port in ports.items():
         info = cluster_info(port)
         if info is None:
@@ -194,16 +195,16 @@ def problem(ports: Mapping[str, int]) -> str | None:
         peers = _peers(port)
         if peers is None:
             return f"{name} does not answer"
-        views[name] = peers
-        for peer in views[name]:
+        first = first or peers
+        for peer in peers:
             peer_name = names.get(peer.port, f"{HOST}:{peer.port}")
             if peer.failing or not (peer.connected or "myself" in peer.flags):
                 return f"{name} sees {peer_name} as {','.join(sorted(peer.flags))}"
-        myself = next(p for p in views[name] if "myself" in p.flags)
+        myself = next(p for p in peers if "myself" in p.flags)
         if not myself.is_master and not _link_up(port):
             return f"{name} (a replica) has not synced with its master yet"
-    masters = [p for p in views[next(iter(ports))] if p.is_master and p.slots]
-    replicated = {p.master_id for p in views[next(iter(ports))] if not p.is_master}
+    masters = [p for p in first if p.is_master and p.slots]
+    replicated = {p.master_id for p in first if not p.is_master}
     wanted = len(ports) // (1 + REPLICAS_PER_MASTER)
     if len(masters) != wanted:
         return f"{len(masters)} masters serve slots, not {wanted}"

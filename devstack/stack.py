@@ -120,11 +120,6 @@ class Stack:
         """``standalone`` (one server) or ``cluster``."""
         return self.redis.mode
 
-    @property
-    def kafka_lib(self) -> Path:
-        """The folder of the Kafka jars the broker runs from."""
-        return self.kafka.lib
-
     def missing(self) -> list[str]:
         """What this machine lacks to run the stack (empty when nothing); bootstrap installs it."""
         return [lack for service in self._services.values() for lack in service.missing()]
