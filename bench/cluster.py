@@ -22,22 +22,19 @@ import time
 import uuid
 from collections import Counter
 
+from bench.realtime import say
 from bench.stack import private_stack
 from chat import names
 from chat.clients import redis_client
 from chat.ratelimit import RateLimiter
 from chat.settings import Settings
 from chat.shards import Shards
+from devstack import Stack
 from devstack.testing import kill_master, redis_master_of
 from realtime.intake import SendIntake
 
 # Senders in the failover, one room each.
 _LANES = 24
-
-
-def say(line: str) -> None:
-    """Progress on stdout, at once."""
-    print(line, flush=True)
 
 
 async def _intake_rate(
@@ -97,7 +94,7 @@ async def wait_cost(settings: Settings, sends: int, levels: list[int], rounds: i
         )
 
 
-async def failover(stack: object, settings: Settings, seconds: float) -> None:
+async def failover(stack: Stack, settings: Settings, seconds: float) -> None:
     """Kill the primary of the first partition under a steady load; count stalls and losses."""
     client = redis_client(settings)
     shards = Shards(settings, client)
@@ -124,16 +121,15 @@ async def failover(stack: object, settings: Settings, seconds: float) -> None:
             n += _LANES
             await asyncio.sleep(0.01)
 
-    victim = redis_master_of(stack, names.partition(base, 0))  # type: ignore[arg-type]
+    victim = redis_master_of(stack, names.partition(base, 0))
     hit = [
-        redis_master_of(stack, intake.partition(f"room-{lane}")) == victim  # type: ignore[arg-type]
-        for lane in range(_LANES)
+        redis_master_of(stack, intake.partition(f"room-{lane}")) == victim for lane in range(_LANES)
     ]
     lanes = [asyncio.create_task(sender(i)) for i in range(_LANES)]
     try:
         await asyncio.sleep(seconds / 3)
         say(f"  {len(acked)} sends acked; killing {victim} (SIGKILL)")
-        promoted, took = await asyncio.to_thread(kill_master, stack, victim)  # type: ignore[arg-type]
+        promoted, took = await asyncio.to_thread(kill_master, stack, victim)
         say(f"  {promoted} serves {victim}'s slots {took:.1f} s after the kill")
         await asyncio.sleep(seconds * 2 / 3)
     finally:
