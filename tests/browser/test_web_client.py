@@ -105,10 +105,6 @@ def confirmed(page: Page, room: str, text: str) -> Locator:
     )
 
 
-async def texts(page: Page, room: str) -> list[str]:
-    return await messages(page, room).locator(".text").all_text_contents()
-
-
 async def seqs(page: Page, room: str) -> list[int]:
     values = await messages(page, room).evaluate_all("els => els.map(e => e.dataset.seq)")
     return [int(v) for v in values]
@@ -553,7 +549,7 @@ async def test_seen_by_shows_under_the_senders_last_message(
     await alice.screenshot(path=screenshots / "seen-by.png")
 
 
-async def expect_changed_state(page: Page, room: str, *, with_quote: bool = True) -> None:
+async def expect_changed_state(page: Page, room: str) -> None:
     """The conversation of the reload test, as edited, deleted, replied to and reacted to."""
     plan = confirmed(page, room, "the plan: meet at 6")
     await expect(plan.locator(".edited")).to_have_text("(edited)")

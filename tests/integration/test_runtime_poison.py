@@ -25,8 +25,6 @@ from tests.support import until
 
 pytestmark = pytest.mark.timeout(180)
 
-BISECT = ["rt-bisect-stream", "rt-bisect-topic"]
-
 
 @pytest.fixture
 def hosts(stack: Stack, test_id: str, hosts: Hosts) -> Hosts:
