@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -214,3 +217,28 @@ async def test_the_gateway_makes_lean_engineio_sockets() -> None:
         assert isinstance(gateway.sio.eio.create_queue(), LeanQueue)
     finally:
         await redis.aclose()
+
+
+# What realtime/lean.py copies or reaches into, as the locked versions ship it. A new version
+# that changes one fails here: re-read it against lean.py's copy, then update its hash.
+UPSTREAM = {
+    "engineio.async_server.AsyncServer._handle_connect": "5bd7edc1d1ae115a",
+    "engineio.async_socket.AsyncSocket._websocket_handler": "27f120df4d717a24",
+    "engineio.async_socket.AsyncSocket._upgrade_websocket": "820b83efe96adb98",
+    "engineio.async_socket.AsyncSocket.schedule_ping": "fe316639159cd70d",
+    "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol.send": (
+        "d4919ed760ce9f7b"
+    ),
+    "websockets.protocol.Protocol.parse": "45aaf900644b63c4",
+}
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM))
+def test_the_library_code_lean_copies_is_the_code_it_was_copied_from(name: str) -> None:
+    module_name, _, rest = name.rpartition(".")
+    module_name, _, owner = module_name.rpartition(".")
+    method = getattr(getattr(importlib.import_module(module_name), owner), rest)
+    digest = hashlib.sha256(inspect.getsource(method).encode()).hexdigest()[:16]
+    assert digest == UPSTREAM[name], (
+        f"{name} changed upstream: compare it with realtime/lean.py, then set its hash"
+    )
