@@ -40,10 +40,11 @@ async def test_concurrent_sends_share_round_trips_and_keep_the_limits(shards: Sh
 
 
 async def test_rooms_spread_over_the_partitions_and_keep_their_order(shards: Shards) -> None:
-    # GIVEN no limits and many rooms
+    # GIVEN no limits and many rooms (fixed names: 40 random ones leave one of 8 partitions
+    # unused about once in 25 runs; the streams are the test's own, so names may repeat)
     base = f"test:intake:{uuid.uuid4().hex}"
     intake = SendIntake(RateLimiter(shards, {}), shards, shards.settings, stream=base)
-    rooms = [f"r{i}-{uuid.uuid4().hex[:6]}" for i in range(40)]
+    rooms = [f"r{i}" for i in range(40)]
     try:
         # WHEN each room gets three sends, interleaved
         for n in range(3):
